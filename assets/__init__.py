@@ -1,0 +1,1 @@
+"""This deployment's assets: the captured tables' change logs (and, built on them, feature views)."""

@@ -1,0 +1,195 @@
+"""The landing zone: where a Kafka Connect S3 sink (or anything like it) drops Debezium batches.
+
+Layout (../shared/cdc/LANDING-LAYOUTS.md)::
+
+    <root>/.../topics/<topic>/partition=<n>/<topic>+<n>+<offset>.json[.gz]
+    <root>/.../topics/<topic>/partition=<n>/<topic>+<n>+<offset>.keys.json[.gz]   (optional)
+    <root>/.../topics/<topic>/tombstone/<topic>+<n>+<offset>.keys.json            (key-only tombstones)
+
+A file belongs to a topic when a folder on its path, or the start of its name, is that
+topic. Files are immutable once they appear; names starting with ``.`` or ``_`` and names
+ending in ``.tmp`` are writers' work in progress and are never read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import posixpath
+import zlib
+from dataclasses import dataclass
+from typing import Iterable
+
+from feature_platform.cdc.decoder import Decoded, DecodeError, Tombstone, decode_message, parse_json
+from feature_platform.sources import SourceTable
+from feature_platform.storage import FileEntry, Store, UnsafePathError
+
+VALUE_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+SIDECAR_MARKERS = (".keys.", ".headers.")
+TOMBSTONE_FOLDER = "tombstone"
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    path: str  # relative to the landing root
+    topic: str
+    kind: str  # "values": one message per line; "tombstones": key-only lines (no state)
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class LineOutcome:
+    line: int  # 1-based line number in the (decompressed) file
+    decoded: Decoded | None  # None when the line is quarantined
+    reason: str | None  # why the line was quarantined
+    raw: str
+    commit_ms_hint: int | None = None  # best-effort commit time of a quarantined line
+
+
+def topic_of(path: str, topics: Iterable[str]) -> str | None:
+    parts = path.split("/")
+    known = set(topics)
+    for part in parts[:-1]:
+        if part in known:
+            return part
+    name = parts[-1]
+    for topic in sorted(known, key=len, reverse=True):
+        if name.startswith((topic + "+", topic + "-")):
+            return topic
+    return None
+
+
+def classify(entry: FileEntry, topics: Iterable[str]) -> LandingFile | None:
+    """A landing file to read, or None for sidecars, unknown topics and other files."""
+    name = posixpath.basename(entry.path)
+    if not name.endswith(VALUE_SUFFIXES):
+        return None
+    topic = topic_of(entry.path, topics)
+    if topic is None:
+        return None
+    in_tombstone_folder = TOMBSTONE_FOLDER in entry.path.split("/")[:-1]
+    if any(marker in name for marker in SIDECAR_MARKERS) and not in_tombstone_folder:
+        return None  # read together with its value file
+    kind = "tombstones" if in_tombstone_folder else "values"
+    return LandingFile(entry.path, topic, kind, entry.size, entry.mtime_ns)
+
+
+def list_landing_files(store: Store, topics: Iterable[str]) -> tuple[list[LandingFile], list[str]]:
+    """All landing files of the given topics, and the paths of files that were not recognised."""
+    topics = list(topics)
+    files, unrecognised = [], []
+    for entry in store.list_files():
+        landing_file = classify(entry, topics)
+        if landing_file is not None:
+            files.append(landing_file)
+        elif not any(marker in entry.path for marker in SIDECAR_MARKERS):
+            unrecognised.append(entry.path)
+    files.sort(key=lambda f: f.path)
+    return files, unrecognised
+
+
+def keys_sibling(path: str) -> str:
+    for suffix in VALUE_SUFFIXES:
+        if path.endswith(suffix):
+            return path[: -len(suffix)] + ".keys" + suffix
+    return path + ".keys"
+
+
+def _check_inside_root(store: Store, relative: str) -> None:
+    """Refuse a landing path that escapes the root, including through a symlink."""
+    full = store.full_path(relative)
+    if store.is_local:
+        root = os.path.realpath(store.root)
+        if os.path.commonpath([root, os.path.realpath(full)]) != root:
+            raise UnsafePathError(f"{relative} resolves outside the landing root (symlink?)")
+
+
+def _read_text(store: Store, relative: str) -> str:
+    data = store.read_bytes(relative)
+    if relative.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DecodeError(f"not a valid gzip file: {error}") from None
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def split_messages(text: str) -> list[tuple[int, str]]:
+    """One message per line; a file that is one pretty-printed JSON document is one message."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) > 1 and lines[0].strip() in ("{", "["):
+        try:
+            json.loads(text)
+            return [(1, text)]
+        except json.JSONDecodeError:
+            pass
+    return [(number, line.rstrip("\r")) for number, line in enumerate(lines, start=1)]
+
+
+def _commit_hint(message: object) -> int | None:
+    """The commit time of a message that failed to decode, if it can be found at all."""
+    try:
+        payload = message.get("payload", message) if isinstance(message, dict) else None
+        if not isinstance(payload, dict):
+            return None
+        value = (payload.get("source") or {}).get("ts_ms", payload.get("__source_ts_ms"))
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def decode_lines(text: str, table: SourceTable, keys_text: str | None = None) -> list[LineOutcome]:
+    """Decode every message of one file's text; a bad line is quarantined, the rest go on."""
+    keys = dict(split_messages(keys_text)) if keys_text is not None else {}
+    outcomes = []
+    for number, raw in split_messages(text):
+        if raw.strip() == "":
+            outcomes.append(LineOutcome(number, None, "empty line", raw))
+            continue
+        message = None
+        try:
+            if not raw.isascii():
+                try:
+                    raw.encode("utf-8")  # bytes that were not UTF-8 survive as lone surrogates
+                except UnicodeEncodeError:
+                    raise DecodeError("line is not valid UTF-8") from None
+            message = parse_json(raw)
+            key_message = None
+            if number in keys and keys[number].strip():
+                try:
+                    key_message = json.loads(keys[number])
+                except json.JSONDecodeError:
+                    key_message = None  # the value line still decodes on its own
+            outcomes.append(LineOutcome(number, decode_message(message, table, key_message), None, raw))
+        except DecodeError as error:
+            outcomes.append(LineOutcome(number, None, error.reason, raw, _commit_hint(message)))
+        except RecursionError:
+            outcomes.append(LineOutcome(number, None, "JSON nested too deeply", raw[:10_000]))
+    return outcomes
+
+
+def read_landing_file(store: Store, landing_file: LandingFile, table: SourceTable) -> list[LineOutcome]:
+    """Decode one landing file. A file that cannot be read at all becomes one quarantined line."""
+    try:
+        _check_inside_root(store, landing_file.path)
+        text = _read_text(store, landing_file.path)
+    except (DecodeError, UnsafePathError) as error:
+        reason = error.reason if isinstance(error, DecodeError) else str(error)
+        return [LineOutcome(0, None, reason, "")]
+    if landing_file.kind == "tombstones":
+        return [
+            LineOutcome(number, Tombstone(raw), None, raw)
+            for number, raw in split_messages(text)
+        ]
+    keys_text = None
+    sibling = keys_sibling(landing_file.path)
+    if store.exists(sibling):
+        try:
+            keys_text = _read_text(store, sibling)
+        except DecodeError:
+            keys_text = None  # keys are an aid; the values carry the primary key themselves
+    return decode_lines(text, table, keys_text)

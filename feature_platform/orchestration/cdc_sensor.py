@@ -1,0 +1,177 @@
+"""The CDC sensor: sees each new landing file and requests the partitions its changes touch.
+
+How it never misses a file, and never announces one twice:
+
+* A file is *staged* once (decoded into the offline store, see ``cdc.change_log``) and
+  *announced* once (its hours requested). Staging leaves a manifest per file; announcing
+  leaves an entry in an announcement log under ``_cdc_sensor/announced/``.
+* A tick announces every landed file without an announcement, whatever its folder or its
+  modification time — a file that lands late in an old folder is found by the same
+  listing as any other. Files are taken oldest first, a bounded number per tick, so a
+  landing zone of 100k files stays well inside Dagster's 60 s sensor limit.
+* The log entry for a tick's files is written at the start of the *next* tick, from the
+  cursor: Dagster commits a cursor only after the tick's runs were submitted, so a tick
+  that dies half-way announces nothing and its files are simply taken again. Run keys
+  derived from the files make such a repeat harmless.
+"""
+
+
+import hashlib
+import json
+import time
+from datetime import timedelta
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from feature_platform.cdc.change_log import ChangeLog, file_id, parse_hour
+from feature_platform.cdc.landing import list_landing_files
+from feature_platform.orchestration.change_log_assets import change_log_key
+from feature_platform.orchestration.partitions import contiguous_ranges, partition_key_of
+from feature_platform.orchestration.resources import LandingZoneResource, OfflineStoreResource
+from feature_platform.sources import SourceTable
+from feature_platform.storage import Store
+
+ANNOUNCED_PREFIX = "_cdc_sensor/announced"
+
+
+PENDING_PREFIX = "_cdc_sensor/pending"
+
+
+class AnnouncementLog:
+    """Which landing files have had their partitions requested (one small JSON file per tick).
+
+    A tick writes its file ids as *pending*; the next tick, seeing that tick's key in the
+    committed cursor, promotes them to *announced*. A pending list that no cursor names
+    (its tick died) is never promoted, so those files are taken again.
+    """
+
+    def __init__(self, offline: Store):
+        self.offline = offline
+
+    def announced(self) -> set[str]:
+        ids: set[str] = set()
+        for entry in self.offline.list_files(ANNOUNCED_PREFIX, recursive=False):
+            ids.update(json.loads(self.offline.read_bytes(entry.path)))
+        return ids
+
+    def write_pending(self, tick_key: str, ids: list[str]) -> None:
+        self.offline.write_bytes(f"{PENDING_PREFIX}/{tick_key}.json", json.dumps(sorted(ids)).encode())
+
+    def promote(self, tick_key: str) -> None:
+        pending = f"{PENDING_PREFIX}/{tick_key}.json"
+        if self.offline.exists(pending):
+            self.offline.write_bytes(f"{ANNOUNCED_PREFIX}/{tick_key}.json", self.offline.read_bytes(pending))
+            self.offline.delete(pending)
+
+
+def _downstream_keys(context: dg.SensorEvaluationContext, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
+    """The change logs plus everything built from them (feature views, online tables)."""
+    repository = context.repository_def
+    if repository is None:
+        return keys
+    graph = repository.asset_graph
+    result, frontier = set(keys), list(keys)
+    while frontier:
+        key = frontier.pop()
+        for child in graph.get(key).child_keys:
+            if child not in result and graph.get(child).is_materializable:
+                result.add(child)
+                frontier.append(child)
+    return result
+
+
+def plan_run_requests(hours_by_table: dict[str, set[str]], tables: dict[str, SourceTable],
+                      partitions_def: dg.TimeWindowPartitionsDefinition, batch_key: str,
+                      context: dg.SensorEvaluationContext | None = None,
+                      current_time=None) -> list[dg.RunRequest]:
+    """One run per contiguous range of touched hours, selecting the touched change logs and downstream."""
+    first = partitions_def.get_first_partition_window()
+    last = partitions_def.get_last_partition_window(current_time=current_time)
+    if first is None or last is None:
+        return []
+    keys_by_range: dict[tuple[str, str], set[dg.AssetKey]] = {}
+    for table_name, hours in hours_by_table.items():
+        partition_keys = set()
+        for label in hours:
+            start = parse_hour(label)
+            if start >= last.end:
+                continue  # a commit in a partition that does not exist yet: the schedule takes it
+            partition_keys.add(partition_key_of(max(start, first.start)))
+        for key_range in contiguous_ranges(sorted(partition_keys)):
+            keys_by_range.setdefault(key_range, set()).add(change_log_key(tables[table_name]))
+    requests = []
+    for (first_key, last_key), keys in sorted(keys_by_range.items()):
+        selection = _downstream_keys(context, keys) if context is not None else keys
+        tags = {ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key}
+        requests.append(dg.RunRequest(
+            run_key=f"{batch_key}:{first_key}:{last_key}",
+            asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
+            tags=tags,
+        ))
+    return requests
+
+
+def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPartitionsDefinition,
+                     name: str = "cdc_landing_sensor", max_files_per_tick: int = 2000,
+                     time_budget_seconds: float = 40.0, minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
+    by_topic = {table.topic: table for table in tables}
+    by_name = {table.name: table for table in tables}
+
+    @dg.sensor(
+        name=name,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        asset_selection=[change_log_key(t) for t in tables],
+        description=(
+            "Watches the landing zone for new Debezium batches and requests the change-log "
+            "partitions (and everything downstream) that their commits touch, old hours included."
+        ),
+    )
+    def cdc_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource,
+                   offline: OfflineStoreResource):
+        began = time.monotonic()
+        landing_store, offline_store = landing.store(), offline.store()
+        announcements = AnnouncementLog(offline_store)
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        if cursor.get("pending_tick"):
+            # The previous tick's runs were submitted (or its cursor would not exist): record it.
+            announcements.promote(cursor["pending_tick"])
+        try:
+            files, unrecognised = list_landing_files(landing_store, by_topic)
+        except OSError as error:
+            return dg.SkipReason(f"landing zone {landing.uri} is unreadable ({error}); will retry")
+        announced = announcements.announced()
+        new_files = sorted((f for f in files if file_id(f.path) not in announced),
+                           key=lambda f: (f.mtime_ns, f.path))
+        if not new_files:
+            context.update_cursor(json.dumps({"pending_tick": None, "last_tick": cursor.get("last_tick")}))
+            note = f" ({len(unrecognised)} unrecognised file(s) ignored)" if unrecognised else ""
+            return dg.SkipReason(f"no new landing files among {len(files)}{note}")
+
+        hours_by_table: dict[str, set[str]] = {}
+        taken: list[str] = []
+        quarantined = 0
+        for landing_file in new_files[:max_files_per_tick]:
+            if time.monotonic() - began > time_budget_seconds:
+                break
+            table = by_topic[landing_file.topic]
+            staged = ChangeLog(offline_store, table).stage_file(landing_store, landing_file)
+            hours_by_table.setdefault(table.name, set()).update(staged.hours)
+            quarantined += staged.account.quarantined
+            taken.append(staged.file_id)
+
+        batch_key = hashlib.sha1("\n".join(sorted(taken)).encode()).hexdigest()[:16]
+        requests = plan_run_requests(hours_by_table, by_name, partitions_def, batch_key, context)
+        left = len(new_files) - len(taken)
+        context.log.info(
+            f"{len(taken)} new file(s) decoded ({quarantined} record(s) quarantined); "
+            f"{len(requests)} run(s) requested; {left} file(s) left for the next tick"
+        )
+        announcements.write_pending(batch_key, taken)
+        context.update_cursor(json.dumps({"pending_tick": batch_key, "last_tick": batch_key}))
+        if not requests:
+            return dg.SkipReason(f"{len(taken)} new file(s) touched no existing partition")
+        return requests
+
+    return cdc_sensor
