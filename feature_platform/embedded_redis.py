@@ -286,9 +286,15 @@ def _wait_until_ready(server: EmbeddedRedis, timeout: float) -> None:
     delay = 0.02
     while True:
         if not server.is_running():
+            log = server.read_log()
+            reason = (
+                f"port {server.port} is already in use"
+                if "Address already in use" in log
+                else f"it exited with code {server.process.returncode}"
+            )
             raise EmbeddedRedisError(
-                f"embedded redis-server on {server.host}:{server.port} exited with code "
-                f"{server.process.returncode} before answering PING; its log:\n{server.read_log()}"
+                f"embedded redis-server could not start on {server.host}:{server.port}: {reason}; "
+                f"its log:\n{log}"
             )
         if _answers_as(server, timeout=0.5):
             return
