@@ -1,0 +1,469 @@
+"""The pandas engine: exact feature history from a change log, in one sort and a few sweeps.
+
+The algorithm (docs/semantics.md says what the values mean; ../shared/DESIGN-NOTES.md
+sketches why it is linear):
+
+1. **Row versions.** Each row change (r, c, u) of a primary key is a version, known from
+   its commit time until the commit of the key's next change (a delete closes it and opens
+   nothing; a truncate closes every version before it). TOASTed columns that did not
+   change take the previous version's value.
+2. **Membership.** A version belongs to its entity's window during
+   ``[max(known_from, event_time), min(known_to, event_time + W))``: known, and inside
+   the half-open window (T - W, T].
+3. **Sweep.** Every membership adds a row at its start and removes it at its end. Running
+   sums of those events per entity give count, sum, mean and stddev at every instant a
+   value can change; multiplicities give count_distinct; a heap gives min, max and last.
+
+Everything runs on integers (microseconds, unscaled decimals), so values are exact and the
+Spark engine, doing the same integer arithmetic, produces the same bits.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from feature_platform.cdc.change_log import OP_ORDER
+from feature_platform.engines.frames import (
+    NO_END,
+    decimal_to_unscaled,
+    micros_to_timestamp,
+    timestamp_to_micros,
+    unscaled_to_decimal,
+)
+from feature_platform.expressions import DType
+from feature_platform.feature_view import Aggregation, FeatureView, source_dtypes
+
+HOUR_MICROS = 3_600_000_000
+VERSION_OPS = ("r", "c", "u")
+
+
+@dataclass(frozen=True)
+class HistoryRange:
+    """Which value changes to emit: valid_from in [start, end). ``start=None``: from the beginning."""
+
+    start: int | None
+    end: int
+
+
+# -- loading ------------------------------------------------------------------------------
+
+def change_log_frame(table: pa.Table, view: FeatureView) -> pd.DataFrame:
+    """The change log as integers: unscaled decimals, microsecond timestamps."""
+    types = source_dtypes(view.source)
+    data: dict[str, pd.Series] = {}
+    for column in view.source.columns:
+        array = table.column(column.name)
+        kind = types[column.name].kind
+        if kind == "decimal":
+            data[column.name] = decimal_to_unscaled(array)
+        elif kind == "timestamp":
+            data[column.name] = timestamp_to_micros(array)
+        elif kind == "int":
+            data[column.name] = pd.Series(array.to_pandas(), dtype="Int64")
+        elif kind == "float":
+            data[column.name] = pd.Series(array.to_pandas(), dtype="Float64")
+        elif kind == "bool":
+            data[column.name] = pd.Series(array.to_pandas(), dtype="boolean")
+        else:
+            data[column.name] = pd.Series(array.to_pandas(), dtype=object)
+    data["_op"] = pd.Series(table.column("_op").to_pandas(), dtype=object)
+    data["_lsn"] = pd.Series(table.column("_lsn").to_numpy(), dtype=np.int64)
+    data["_commit"] = timestamp_to_micros(table.column("_commit_time")).astype(np.int64)
+    data["_pk"] = pd.Series(table.column("_pk").to_pandas(), dtype=object)
+    data["_unavailable"] = pd.Series(table.column("_unavailable").to_pandas(), dtype=object)
+    frame = pd.DataFrame(data)
+    return frame
+
+
+# -- step 1: row versions -------------------------------------------------------------------
+
+def row_versions(changes: pd.DataFrame) -> pd.DataFrame:
+    """One row per version with ``known_from``/``known_to`` and how it was closed."""
+    changes = changes.assign(_rank=changes["_op"].map(OP_ORDER))
+    truncates = changes[changes["_op"] == "t"].sort_values("_lsn")
+    rows = changes[changes["_op"] != "t"].sort_values(["_pk", "_lsn", "_rank"], kind="stable")
+    rows = rows.reset_index(drop=True)
+    rows = _fill_unchanged_toast_values(rows)
+    # The next change of the same key (rows are sorted by key, then lsn) closes a version.
+    keys = rows["_pk"].to_numpy()
+    commits = rows["_commit"].to_numpy(dtype=np.int64)
+    ops = rows["_op"].to_numpy()
+    has_next = np.zeros(len(rows), dtype=bool)
+    has_next[:-1] = keys[1:] == keys[:-1]
+    next_commit = np.full(len(rows), NO_END, dtype=np.int64)
+    next_commit[:-1] = np.where(has_next[:-1], commits[1:], NO_END)
+    next_is_version = np.zeros(len(rows), dtype=bool)
+    next_is_version[:-1] = np.isin(ops[1:], VERSION_OPS)
+    is_version = rows["_op"].isin(VERSION_OPS).to_numpy()
+    versions = rows[is_version].copy()
+    versions["known_from"] = commits[is_version]
+    versions["known_to"] = next_commit[is_version]
+    closed_by = np.where(~has_next, None, np.where(next_is_version, "version", "delete"))
+    versions["closed_by"] = closed_by[is_version]
+    if len(truncates) and len(versions):
+        # The first truncate after a version (in lsn, hence commit, order) empties the table.
+        truncate_lsn = truncates["_lsn"].to_numpy()
+        truncate_commit = truncates["_commit"].to_numpy(dtype=np.int64)
+        position = np.searchsorted(truncate_lsn, versions["_lsn"].to_numpy(), side="right")
+        has_truncate = position < len(truncate_lsn)
+        cut = np.where(has_truncate, truncate_commit[np.minimum(position, len(truncate_lsn) - 1)], NO_END)
+        truncated = cut < versions["known_to"].to_numpy()
+        versions.loc[truncated, "closed_by"] = "truncate"
+        versions["known_to"] = np.minimum(versions["known_to"].to_numpy(), cut)
+    return versions.reset_index(drop=True)
+
+
+def _fill_unchanged_toast_values(rows: pd.DataFrame) -> pd.DataFrame:
+    """A TOASTed column that did not change keeps the previous version's value (even a null)."""
+    unavailable = rows["_unavailable"]
+    listed = {name for names in unavailable.dropna() for name in names}
+    if not listed:
+        return rows
+    rows = rows.copy()
+    position = pd.Series(np.arange(len(rows), dtype=float))
+    is_version = rows["_op"].isin(VERSION_OPS).to_numpy()
+    for name in sorted(listed):
+        masked = unavailable.map(lambda names: names is not None and name in names).to_numpy(dtype=bool)
+        # For each masked cell, the latest earlier version of the same key that carried a value.
+        source = position.where(~masked & is_version)
+        source = source.groupby(rows["_pk"].to_numpy(), sort=False).ffill()
+        previous = source.where(masked)
+        values = rows[name].copy()
+        take = previous.notna().to_numpy()
+        values[masked] = pd.NA if values.dtype != object else None
+        values.iloc[np.flatnonzero(take)] = rows[name].iloc[previous[take].astype(int).to_numpy()].to_numpy()
+        rows[name] = values
+    return rows
+
+
+# -- step 2 and 3: aggregation views ----------------------------------------------------------
+
+def _memberships(versions: pd.DataFrame, view: FeatureView, window_micros: int | None,
+                 live_after: int | None) -> pd.DataFrame:
+    event = versions[view.timestamp_field]
+    entity = versions[view.entity_column]
+    usable = event.notna() & entity.notna()
+    members = versions[usable.to_numpy()].copy()
+    event_time = members[view.timestamp_field].astype(np.int64).to_numpy()
+    known_from = members["known_from"].to_numpy()
+    known_to = members["known_to"].to_numpy()
+    start = np.maximum(known_from, event_time)
+    if window_micros is None:
+        end = known_to
+    else:
+        end = np.minimum(known_to, event_time + window_micros)
+    members["_start"], members["_end"], members["_event"] = start, end, event_time
+    keep = start < end
+    if live_after is not None:
+        # A membership that ended before the range adds and removes itself: no net effect on
+        # any value in the range, so it need not be swept.
+        keep &= end > live_after
+    members = members[keep]
+    entity = members[view.entity_column]
+    members["_entity"] = entity.astype(np.int64) if entity.dtype == "Int64" else entity.astype(object)
+    return members.reset_index(drop=True)
+
+
+def _events(members: pd.DataFrame, columns: dict[str, pd.Series]) -> pd.DataFrame:
+    """+1 at each membership's start, -1 at its end (open-ended memberships never leave)."""
+    plus = pd.DataFrame({"_entity": members["_entity"], "_t": members["_start"], "_sign": 1})
+    closing = members["_end"].to_numpy() != NO_END
+    minus = pd.DataFrame({"_entity": members["_entity"][closing], "_t": members["_end"][closing], "_sign": -1})
+    for name, values in columns.items():
+        plus[name] = values.to_numpy()
+        minus[name] = values[closing].to_numpy()
+    return pd.concat([plus, minus], ignore_index=True)
+
+
+def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs: dict[str, pd.Series],
+                  input_types: dict[str, DType]) -> pd.DataFrame:
+    """count, sum, mean, stddev: cumulative sums of signed contributions per entity."""
+    columns: dict[str, pd.Series] = {}
+    for aggregation in aggregations:
+        if aggregation.function == "count" or aggregation.input is None:
+            continue
+        values = inputs[aggregation.name]
+        exact = aggregation.input.dtype(input_types).kind in ("int", "decimal")
+        filled = values.fillna(0).astype(np.int64 if exact else np.float64)
+        columns[f"{aggregation.name}__n"] = values.notna().astype(np.int64)
+        columns[f"{aggregation.name}__s"] = filled
+        if aggregation.function == "stddev":
+            columns[f"{aggregation.name}__q"] = filled * filled
+    events = _events(members, columns)
+    signed = {name: events[name] * events["_sign"] for name in columns}
+    signed["__count"] = events["_sign"]
+    frame = pd.DataFrame({"_entity": events["_entity"], "_t": events["_t"], **signed})
+    per_instant = frame.groupby(["_entity", "_t"], sort=True).sum()
+    running = per_instant.groupby(level="_entity", sort=False).cumsum()
+    result = pd.DataFrame(index=running.index)
+    for aggregation in aggregations:
+        name, function = aggregation.name, aggregation.function
+        scale = aggregation.input.dtype(input_types).scale if aggregation.input is not None else 0
+        if function == "count":
+            result[name] = running["__count"].astype("Int64")
+            continue
+        if function not in ("sum", "mean", "stddev"):
+            continue
+        n, s = running[f"{name}__n"], running[f"{name}__s"]
+        if function == "sum":
+            result[name] = s.astype("Int64") if s.dtype == np.int64 else s.astype("Float64")
+        elif function == "mean":
+            mean = s.astype(np.float64) / n.astype(np.float64) / float(10 ** scale)
+            result[name] = pd.Series(mean, dtype="Float64").where(n > 0)
+        else:
+            q = running[f"{name}__q"]
+            result[name] = _sample_stddev(n, s, q, scale)
+    return result
+
+
+def _sample_stddev(n: pd.Series, s: pd.Series, q: pd.Series, scale: int) -> pd.Series:
+    """sqrt((n·Σx² − (Σx)²) / (n(n−1))), with the numerator computed exactly on integers."""
+    values = []
+    for count, total, squares in zip(n.to_numpy(), s.to_numpy(), q.to_numpy()):
+        if count < 2:
+            values.append(None)
+            continue
+        if isinstance(total, (np.floating, float)):
+            numerator = float(count) * float(squares) - float(total) * float(total)
+        else:
+            numerator = int(count) * int(squares) - int(total) * int(total)  # Python ints: no overflow
+        variance = float(numerator) / float(int(count) * (int(count) - 1))
+        values.append(math.sqrt(max(variance, 0.0)) / float(10 ** scale))
+    return pd.Series(values, index=n.index, dtype="Float64")
+
+
+def _distinct_counts(members: pd.DataFrame, values: pd.Series) -> pd.Series:
+    """count_distinct: a value counts while its multiplicity among live members is above zero."""
+    present = values.notna().to_numpy()
+    events = _events(members[present].reset_index(drop=True), {"_value": values[present].reset_index(drop=True)})
+    if events.empty:
+        return pd.Series(dtype="Int64", index=pd.MultiIndex.from_arrays([[], []], names=["_entity", "_t"]))
+    events["_value"] = events["_value"].astype(object)
+    per_instant = events.groupby(["_entity", "_value", "_t"], sort=True)["_sign"].sum()
+    multiplicity = per_instant.groupby(level=["_entity", "_value"], sort=False).cumsum()
+    before = multiplicity.groupby(level=["_entity", "_value"], sort=False).shift(1, fill_value=0)
+    change = (multiplicity > 0).astype(np.int64) - (before > 0).astype(np.int64)
+    change = change.groupby(level=["_entity", "_t"]).sum()
+    return change.groupby(level="_entity", sort=False).cumsum().astype("Int64")
+
+
+class _Reversed:
+    """Orders its value backwards, so a min-heap serves max and last."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __lt__(self, other):
+        return other.value < self.value
+
+    def __eq__(self, other):
+        return self.value == other.value
+
+
+def _ordered_extreme(members: pd.DataFrame, values: pd.Series, function: str) -> pd.Series:
+    """min, max or last among live members at every instant one joins or leaves.
+
+    ``last`` is the value of the member with the greatest (event time, lsn, key); a null
+    value there is the answer (no falling back to an older value).
+    """
+    if function in ("min", "max"):
+        present = values.notna().to_numpy()
+        members, values = members[present].reset_index(drop=True), values[present].reset_index(drop=True)
+    entity = members["_entity"].to_numpy()
+    start, end = members["_start"].to_numpy(), members["_end"].to_numpy()
+    raw = values.to_numpy(dtype=object)
+    event, lsn, key = members["_event"].to_numpy(), members["_lsn"].to_numpy(), members["_pk"].to_numpy()
+    times = np.concatenate([start, end[end != NO_END]])
+    owners = np.concatenate([np.arange(len(members)), np.flatnonzero(end != NO_END)])
+    entities = np.concatenate([entity, entity[end != NO_END]])
+    order = np.lexsort((times, pd.factorize(entities)[0])) if len(times) else np.array([], dtype=int)
+    result_entities, result_times, result_values = [], [], []
+    heap: list = []
+    alive: set[int] = set()
+    current_entity = object()
+    index = 0
+    while index < len(order):
+        i = order[index]
+        if entities[i] != current_entity:
+            current_entity, heap, alive = entities[i], [], set()
+        moment = times[i]
+        # Apply every join and leave of this entity at this instant, then read the top.
+        while index < len(order) and entities[order[index]] == current_entity and times[order[index]] == moment:
+            j = order[index]
+            member = owners[j]
+            if j < len(members):
+                alive.add(member)
+                if function == "min":
+                    heapq.heappush(heap, (raw[member], member))
+                elif function == "max":
+                    heapq.heappush(heap, (_Reversed(raw[member]), member))
+                else:
+                    heapq.heappush(heap, (_Reversed((event[member], lsn[member], key[member])), member))
+            else:
+                alive.discard(member)
+            index += 1
+        while heap and heap[0][1] not in alive:
+            heapq.heappop(heap)
+        result_entities.append(current_entity)
+        result_times.append(moment)
+        result_values.append(raw[heap[0][1]] if heap else None)
+    index_ = pd.MultiIndex.from_arrays([result_entities, np.array(result_times, dtype=np.int64)],
+                                       names=["_entity", "_t"])
+    return pd.Series(result_values, index=index_, dtype=object)
+
+
+def aggregation_history(versions: pd.DataFrame, view: FeatureView, live_after: int | None) -> pd.DataFrame:
+    """Every value change of an aggregation view: (entity, time, feature values...), exact."""
+    input_types = source_dtypes(view.source)
+    by_window: dict[int | None, list[Aggregation]] = {}
+    for aggregation in view.aggregations:
+        window = None if aggregation.window is None else int(aggregation.window.total_seconds() * 1_000_000)
+        by_window.setdefault(window, []).append(aggregation)
+    parts = []
+    for window, aggregations in by_window.items():
+        members = _memberships(versions, view, window, live_after)
+        inputs = {a.name: a.input.to_pandas(members, input_types) for a in aggregations if a.input is not None}
+        part = _running_sums(members, aggregations, inputs, input_types)
+        for aggregation in aggregations:
+            if aggregation.function == "count_distinct":
+                part = part.join(_distinct_counts(members, inputs[aggregation.name]).rename(aggregation.name), how="outer")
+            elif aggregation.function in ("min", "max", "last"):
+                extreme = _ordered_extreme(members, inputs[aggregation.name], aggregation.function)
+                part = part.join(extreme.rename(aggregation.name), how="outer")
+        parts.append(part)
+    history = _align_window_groups(parts)
+    output_types = view.stored_dtypes_without_derived()
+    for aggregation in view.aggregations:
+        column = history[aggregation.name]
+        if aggregation.function in ("count", "count_distinct", "sum"):
+            column = column.fillna(0)  # nothing in the window yet: count 0, sum 0
+        history[aggregation.name] = _typed(column, output_types[aggregation.name])
+    history = history.reset_index()
+    return history[["_entity", "_t", *[a.name for a in view.aggregations]]]
+
+
+def _align_window_groups(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Put every window group's values on the union of all groups' change instants.
+
+    At an instant where a group had no event, its values are those of its latest earlier
+    event (a group's own nulls, like a mean over an empty window, are kept as they are).
+    """
+    index = parts[0].index
+    for part in parts[1:]:
+        index = index.union(part.index)
+    index = index.sort_values()
+    entities = index.get_level_values("_entity")
+    aligned = pd.DataFrame(index=index)
+    for part in parts:
+        part = part.sort_index()
+        row = pd.Series(np.arange(len(part), dtype=float), index=part.index).reindex(index)
+        row = row.groupby(entities, sort=False).ffill()
+        taken = part.iloc[row.fillna(0).astype(int).to_numpy()] if len(part) else part.reindex(index)
+        for name in part.columns:
+            values = taken[name].to_numpy() if len(part) else taken[name]
+            column = pd.Series(values, index=index, dtype=part[name].dtype)
+            aligned[name] = column.where(row.notna().to_numpy())
+    return aligned
+
+
+def _typed(column: pd.Series, dtype: DType) -> pd.Series:
+    if dtype.kind in ("int", "decimal", "timestamp"):
+        return column.astype("Int64")
+    if dtype.kind == "float":
+        return pd.to_numeric(column, errors="coerce").astype("Float64")
+    if dtype.kind == "bool":
+        return column.astype("boolean")
+    return column.astype(object)
+
+
+# -- latest-state views -------------------------------------------------------------------------
+
+def latest_state_history(versions: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
+    """A row when a version becomes current, and a ``_deleted`` row when the entity disappears."""
+    input_types = source_dtypes(view.source)
+    current = versions[versions["known_from"] < versions["known_to"]].reset_index(drop=True)
+    rows = pd.DataFrame({"_entity": current[view.entity_column].astype(np.int64)
+                         if input_types[view.entity_column].kind == "int" else current[view.entity_column],
+                         "_t": current["known_from"], "_lsn": current["_lsn"], "_deleted": False})
+    for feature in view.features:
+        rows[feature.name] = feature.expression.to_pandas(current, input_types).to_numpy()
+    gone = current[current["closed_by"].isin(["delete", "truncate"]).to_numpy()]
+    deleted = pd.DataFrame({"_entity": rows["_entity"][gone.index], "_t": gone["known_to"],
+                            "_lsn": np.iinfo(np.int64).max, "_deleted": True})
+    for feature in view.features:
+        deleted[feature.name] = None
+    history = pd.concat([rows, deleted], ignore_index=True).sort_values(["_entity", "_t", "_lsn"], kind="stable")
+    # Several changes of one entity at one instant (one transaction): the last one stands.
+    history = history.drop_duplicates(["_entity", "_t"], keep="last")
+    output_types = view.stored_dtypes_without_derived()
+    for feature in view.features:
+        history[feature.name] = _typed(history[feature.name], output_types[feature.name])
+    return history[["_entity", "_t", *[f.name for f in view.features], "_deleted"]].reset_index(drop=True)
+
+
+# -- the whole computation --------------------------------------------------------------------------
+
+def compute_history(change_log: pa.Table, view: FeatureView, emit: HistoryRange) -> pa.Table:
+    """The view's value changes with valid_from in ``emit``, as an Arrow table (history_schema)."""
+    versions = row_versions(change_log_frame(change_log, view))
+    if view.is_aggregation_view:
+        history = aggregation_history(versions, view, emit.start)
+    else:
+        history = latest_state_history(versions, view)
+    in_range = (history["_t"] < emit.end) if emit.start is None else \
+        (history["_t"] >= emit.start) & (history["_t"] < emit.end)
+    history = history[in_range.to_numpy()].reset_index(drop=True)
+    stored_types = view.stored_dtypes_without_derived()
+    for derived in view.derived:
+        history[derived.name] = _typed(derived.expression.to_pandas(history, stored_types), derived.expression.dtype(stored_types))
+        stored_types[derived.name] = derived.expression.dtype(stored_types)
+    history = drop_unchanged_within_hour(history, list(view.stored_dtypes()) + (["_deleted"] if "_deleted" in history else []))
+    return to_arrow(history, view)
+
+
+def drop_unchanged_within_hour(history: pd.DataFrame, value_columns: list[str]) -> pd.DataFrame:
+    """Drop a row equal to the entity's previous row in the same hour.
+
+    The first row of an entity in each hour is always kept, so what a partition holds never
+    depends on how partitions were grouped into runs.
+    """
+    if history.empty:
+        return history
+    history = history.sort_values(["_entity", "_t"], kind="stable").reset_index(drop=True)
+    hour = history["_t"].to_numpy() // HOUR_MICROS
+    same_group = (history["_entity"].to_numpy()[1:] == history["_entity"].to_numpy()[:-1]) & (hour[1:] == hour[:-1])
+    unchanged = np.ones(len(history) - 1, dtype=bool)
+    for name in value_columns:
+        current, previous = history[name].iloc[1:].reset_index(drop=True), history[name].iloc[:-1].reset_index(drop=True)
+        equal = (current == previous).fillna(False).to_numpy(dtype=bool) | (current.isna() & previous.isna()).to_numpy()
+        unchanged &= equal
+    drop = np.concatenate([[False], same_group & unchanged])
+    return history[~drop].reset_index(drop=True)
+
+
+def to_arrow(history: pd.DataFrame, view: FeatureView) -> pa.Table:
+    schema = view.history_schema()
+    stored = view.stored_dtypes()
+    arrays = [pa.array(history["_entity"].tolist(), type=schema.field(0).type),
+              micros_to_timestamp(history["_t"])]
+    for name, dtype in stored.items():
+        column = history[name]
+        if dtype.kind == "decimal":
+            arrays.append(unscaled_to_decimal(column.astype("Int64"), dtype.scale))
+        elif dtype.kind == "timestamp":
+            arrays.append(micros_to_timestamp(column))
+        else:
+            arrays.append(pa.array(column.astype(object).where(column.notna(), None).tolist(),
+                                   type=schema.field(name).type))
+    if "_deleted" in schema.names:
+        arrays.append(pa.array(history["_deleted"].astype(bool).to_numpy()))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    return table.sort_by([("valid_from", "ascending"), (schema.names[0], "ascending")])
