@@ -9,6 +9,7 @@
 FP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FP_VENV="$FP_ROOT/.venv"
 FP_PY="$FP_VENV/bin/python"
+FP_ORIG_PATH="${FP_ORIG_PATH:-$PATH}"   # PATH before .venv/bin went in front (the venv has a redis-server too)
 : "${FP_TAG:=fp}"
 
 fp_log() { printf '[%s] %s\n' "$FP_TAG" "$*" >&2; }
