@@ -263,11 +263,25 @@ class FeatureView:
         return source_dtypes(self.source)[self.entity_column] == INT
 
     def empty_values(self) -> dict[str, object]:
-        """What an entity with nothing in its window has: count 0, sum 0, null for the rest."""
+        """What an entity with nothing in its window has: count 0, sum 0, null for the rest.
+
+        Derived features follow from those (``is_high_value`` is False, not null). Decimal
+        values are unscaled integers, as in the engines. Latest-state views have no
+        empty value: an entity without a row has null features.
+        """
+        if not self.is_aggregation_view:
+            return {}
         values: dict[str, object] = {}
-        if self.is_aggregation_view:
-            for aggregation in self.aggregations:
-                values[aggregation.name] = 0 if aggregation.function in ("count", "count_distinct", "sum") else None
+        for aggregation in self.aggregations:
+            values[aggregation.name] = 0 if aggregation.function in ("count", "count_distinct", "sum") else None
+        types = self.stored_dtypes_without_derived()
+        frame = pd.DataFrame({name: pd.Series([value], dtype="Int64" if types[name].kind in ("int", "decimal")
+                                              else object) for name, value in values.items()})
+        for derived in self.derived:
+            value = derived.expression.to_pandas(frame, types).iloc[0]
+            values[derived.name] = None if pd.isna(value) else (value.item() if hasattr(value, "item") else value)
+            types[derived.name] = derived.expression.dtype(types)
+            frame[derived.name] = pd.Series([values[derived.name]], dtype=object)
         return values
 
     def code_version(self) -> str:

@@ -111,11 +111,12 @@ class Store:
             with self.fs.open_output_stream(final) as stream:
                 stream.write(data)
             return
+        # Write-then-rename: a process killed mid-write leaves only an ignored temporary
+        # file. No fsync: it guards against power loss, not crashes, and costs ~4 ms a file
+        # (a 1,000-partition backfill writes thousands); object stores are the durable option.
         temporary = self._temporary_sibling(final)
         with open(temporary, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(temporary, final)
 
     def write_table(self, relative: str, table: pa.Table) -> None:

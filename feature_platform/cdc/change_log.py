@@ -253,6 +253,8 @@ class ChangeLog:
         schema = change_log_schema(self.table)
         fragments = self._read_fragments(self.staging_prefix, hours, schema)
         quarantined = self._read_fragments(self.quarantine_prefix, hours, QUARANTINE_SCHEMA)
+        if fragments.num_rows == 0:  # most hours of a long backfill: skip the SQL engine
+            return BuiltPartition(table=fragments, records_in=0, duplicates=0, quarantine=quarantined, source_files=[])
         connection = duckdb.connect()
         connection.register("fragments", fragments)
         op_rank = " ".join(f"WHEN '{op}' THEN {rank}" for op, rank in OP_ORDER.items())
