@@ -10,7 +10,9 @@ service's name; columns come back named by feature (``view__feature`` with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
 
 import pandas as pd
 
@@ -18,14 +20,27 @@ from feature_platform.config import Settings
 from feature_platform.feature_view import FeatureView
 from feature_platform.historical import check_requested, lookup_view, normalize_entity_df
 from feature_platform.offline_store import OfflineFeatureStore
+from feature_platform.online_store import RedisOnlineStore, decode_value
+from feature_platform.redis_client import connect
 from feature_platform.registry import Registry, UnknownFeatureError
 from feature_platform.storage import Store
+
+
+class OnlineResponse(pd.DataFrame):
+    """A DataFrame of online values; ``.stale`` lists the views served as null for staleness."""
+
+    _metadata = ["stale"]
+
+    @property
+    def _constructor(self):
+        return OnlineResponse
 
 
 @dataclass
 class FeatureStore:
     settings: Settings
     registry: Registry
+    _online: RedisOnlineStore | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, registry: Registry | None = None) -> "FeatureStore":
@@ -71,3 +86,99 @@ class FeatureStore:
                     f"two requested features are both named {column!r}; pass full_feature_names=True")
             result[column] = looked_up[view.name][feature].array
         return result
+
+    # -- serving -------------------------------------------------------------------------------
+
+    @property
+    def online(self) -> RedisOnlineStore:
+        if self._online is None:
+            if not self.settings.redis_url:
+                raise RuntimeError("FP_REDIS_URL is not set: the online store needs a Redis "
+                                   "(scripts/dev starts one and sets it)")
+            self._online = RedisOnlineStore(connect(self.settings.redis_url), self.settings.project)
+        return self._online
+
+    def get_online_features(self, entity_rows: list[dict], features: list[str] | None = None,
+                            service: str | None = None, full_feature_names: bool = False,
+                            request_time: datetime | None = None, decimals: str = "float") -> OnlineResponse:
+        """The latest values for each entity row, in one pipelined Redis round trip.
+
+        Columns come in the requested (or the service's declared) order after the join keys.
+        A view whose synced-through time is older than its TTL at ``request_time`` (default
+        now) is served as null and named in ``.stale``; on-demand features are computed
+        against ``request_time``, so replaying a past moment reads what serving answered then.
+        """
+        requested = self._requested(features, service)
+        request_time = (request_time or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        join_keys = list(dict.fromkeys(view.entity.join_key for view, _ in requested))
+        for index, row in enumerate(entity_rows):
+            missing = [k for k in join_keys if k not in row or row[k] is None]
+            if missing:
+                raise KeyError(f"entity row {index} lacks join key(s) {missing}")
+        by_view: dict[str, list[str]] = {}
+        for view, feature in requested:
+            by_view.setdefault(view.name, []).append(feature)
+        plans = []
+        for view_name, names in by_view.items():
+            view = self.registry.view(view_name)
+            stored = [n for n in names if n in view.stored_dtypes()]
+            on_demand = [o for o in view.on_demand if o.name in names]
+            needed = list(dict.fromkeys(stored + [i for o in on_demand for i in o.inputs]))
+            keys = [row[view.entity.join_key] for row in entity_rows]
+            plans.append((view, needed, on_demand, keys))
+        answers = self.online.read_rows([(view, keys, needed) for view, needed, _, keys in plans])
+        columns: dict[str, dict[str, pd.Series]] = {}
+        stale_views = []
+        index = pd.RangeIndex(len(entity_rows))
+        for (view, needed, on_demand, keys), (rows, synced) in zip(plans, answers):
+            stale = synced is None or request_time - synced > view.ttl
+            if stale:
+                stale_views.append(view.name)
+            types = view.stored_dtypes()
+            empty = view.empty_values()
+            values: dict[str, list] = {name: [] for name in needed}
+            for key in keys:
+                raw = rows[key]
+                present = raw[len(needed)] is not None and raw[len(needed) + 1] is None
+                for position, name in enumerate(needed):
+                    if stale:
+                        values[name].append(None)
+                    elif present:
+                        values[name].append(decode_value(raw[position], types[name], decimals))
+                    else:  # never written, or deleted: the empty value of an aggregation view
+                        values[name].append(_empty_value(empty.get(name), types[name], decimals))
+            frame = pd.DataFrame({name: _typed_series(values[name], types[name], decimals) for name in needed},
+                                 index=index)
+            request_times = pd.Series([pd.Timestamp(request_time)] * len(keys), index=index).astype("datetime64[us, UTC]")
+            for feature in on_demand:
+                computed = feature.function(frame[list(feature.inputs)], request_times)
+                frame[feature.name] = pd.Series(computed, index=index)
+                if stale:
+                    frame[feature.name] = frame[feature.name].mask(pd.Series(True, index=index))
+            columns[view.name] = frame
+        result = OnlineResponse({key: [row[key] for row in entity_rows] for key in join_keys}, index=index)
+        for view, feature in requested:
+            name = f"{view.name}__{feature}" if full_feature_names else feature
+            result[name] = columns[view.name][feature].array
+        result.stale = stale_views
+        return result
+
+
+def _empty_value(empty, dtype, decimals):
+    if empty is None:
+        return None
+    if dtype.kind == "decimal":
+        return float(empty) / 10 ** dtype.scale if decimals == "float" else Decimal(empty).scaleb(-dtype.scale)
+    return empty
+
+
+def _typed_series(values: list, dtype, decimals: str) -> pd.Series:
+    if dtype.kind == "int":
+        return pd.Series(values, dtype="Int64")
+    if dtype.kind == "float" or (dtype.kind == "decimal" and decimals == "float"):
+        return pd.Series(values, dtype="Float64")
+    if dtype.kind == "bool":
+        return pd.Series(values, dtype="boolean")
+    if dtype.kind == "timestamp":
+        return pd.Series(pd.to_datetime(values, utc=True)).astype("datetime64[us, UTC]")
+    return pd.Series(values, dtype=object)
