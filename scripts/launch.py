@@ -8,9 +8,10 @@ the extra arguments are passed to ``dagster dev``.
   the server once Dagster has stopped.
 * Stopping: ``dagster dev`` runs in its own process group with SIGINT at its default (a
   ``dagster dev`` whose SIGINT is ignored also ignores SIGTERM: DEPENDENCIES.md, trap 8).
-  SIGINT (Ctrl-C), SIGTERM and SIGHUP to this launcher are forwarded to it once as SIGINT,
-  its clean shutdown; a third signal, or ``FP_DAGSTER_STOP_TIMEOUT`` seconds (default 90)
-  without it stopping, kills its whole process group.
+  SIGINT (Ctrl-C), SIGTERM and SIGHUP to this launcher are forwarded once as SIGINT to that
+  process group (what a terminal's Ctrl-C does to a foreground ``dagster dev``): its clean
+  shutdown. A third signal, or ``FP_DAGSTER_STOP_TIMEOUT`` seconds (default 90) without it
+  stopping, kills the whole process group.
 
 Environment: FP_REDIS_URL, FP_DAGSTER_HOST (127.0.0.1), FP_DAGSTER_PORT (3000),
 FP_WORKSPACE (workspace.yaml), FP_DAGSTER_STOP_TIMEOUT (90).
@@ -124,7 +125,10 @@ def run_child(command: Sequence[str], environ: Mapping[str, str], stop_timeout: 
                 forwarded += 1
                 if forwarded == 1:
                     log(f"{signal.Signals(signum).name}: stopping dagster dev (Ctrl-C twice more to kill it)")
-                    _signal_pid(child.pid, signal.SIGINT)
+                    # SIGINT to the whole group, as a Ctrl-C in a terminal running dagster dev
+                    # directly would: dagster dev, its webserver, daemon, code servers and the
+                    # run workers of runs in flight all stop (or interrupt) at once.
+                    _signal_group(child.pid, signal.SIGINT)
                     deadline = time.monotonic() + stop_timeout
                 elif forwarded == 2:
                     log("still stopping dagster dev; once more kills it")
@@ -162,13 +166,6 @@ def _reap_group(pgid: int, timeout: float = 10.0) -> None:
             _signal_group(pgid, signal.SIGKILL)
             break
         time.sleep(0.1)
-
-
-def _signal_pid(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _signal_group(pgid: int, signum: int) -> None:
