@@ -87,7 +87,7 @@ def lookup_view(entity_df: pd.DataFrame, view: FeatureView, history_files: list[
             ASOF LEFT JOIN read_parquet({files}) h
               ON e._key = h."{key}" AND e._t >= h.valid_from
             ORDER BY e._row
-        """).df()
+        """).to_arrow_table().to_pandas()  # through Arrow: decimals stay exact Decimal objects
         connection.close()
     else:
         joined = pd.DataFrame({"_row": rows["_row"], "_found": False, "_gone": False,
@@ -111,6 +111,8 @@ def lookup_view(entity_df: pd.DataFrame, view: FeatureView, history_files: list[
                 fill = decimal.Decimal(0).scaleb(-view.stored_dtypes()[name].scale)
             values = values.where(found, _fill_value(values, fill))
         values = values.mask(gone | stale)
+        if values.dtype == object:
+            values = values.astype(object).where(values.notna(), None)  # null is None, not NaN
         result[name] = values
     for feature in on_demand:
         computed = feature.function(result[list(feature.inputs)], rows["_t"])
