@@ -110,3 +110,185 @@ def demo_data(root: Path | None, customers: int, products: int, weeks: float, or
 
 if __name__ == "__main__":
     main()
+
+
+# -- materializing ---------------------------------------------------------------------------
+
+def _materialize_ranges(start: datetime, end: datetime, hours_per_run: int) -> None:
+    from feature_platform.orchestration.runner import load_definitions, open_instance, plan_ranges, run_range
+
+    defs = load_definitions()
+    instance, where = open_instance()
+    runs = plan_ranges(start, end, hours_per_run)
+    if not runs:
+        click.echo("nothing to materialize: the range is empty")
+        return
+    click.echo(f"materializing {sum(r.hours for r in runs)} hourly partition(s) up to {end.isoformat()} "
+               f"in {len(runs)} run(s); runs recorded in {where}")
+    failed = []
+    with click.progressbar(runs, label="partitions", item_show_func=lambda r: r and f"{r.first_key} .. {r.last_key}") as bar:
+        for run in bar:
+            result = run_range(defs, instance, run, as_of=end)
+            if not result.success:
+                failed.append((run, result))
+    for run, result in failed:
+        errors = [event.message for event in result.all_events if event.is_failure]
+        click.echo(f"run {result.run_id} ({run.first_key} .. {run.last_key}) failed: {errors[-1] if errors else ''}",
+                   err=True)
+    if failed:
+        raise SystemExit(1)
+    click.echo("done")
+
+
+@main.command("materialize")
+@click.option("--start", required=True, help="First hour to materialize (ISO-8601, UTC if no zone).")
+@click.option("--end", required=True, help="End of the range (exclusive); inside an hour: values up to that instant.")
+@click.option("--hours-per-run", type=click.IntRange(min=1), default=24 * 7, show_default=True)
+def materialize(start: str, end: str, hours_per_run: int) -> None:
+    """Backfill every asset over a range of hourly partitions, with the same Dagster definitions."""
+    start_at, end_at = _parse_utc(start), _parse_utc(end)
+    if end_at <= start_at:
+        raise click.BadParameter("--end must be after --start")
+    _materialize_ranges(start_at, end_at, hours_per_run)
+
+
+@main.command("materialize-incremental")
+@click.option("--end", default=None, help="Materialize up to this instant (default: now).")
+@click.option("--hours-per-run", type=click.IntRange(min=1), default=24 * 7, show_default=True)
+def materialize_incremental(end: str | None, hours_per_run: int) -> None:
+    """Decode new landing batches, then materialize every partition they touch and every one not done yet, up to --end."""
+    from feature_platform.cdc.change_log import ChangeLog, parse_hour
+    from feature_platform.config import Settings
+    from feature_platform.offline_store import OfflineFeatureStore
+    from feature_platform.registry import Registry
+    from feature_platform.storage import Store
+
+    settings = Settings.from_env()
+    end_at = _parse_utc(end) or datetime.now(timezone.utc)
+    offline, landing = Store(settings.project_offline_root), Store(settings.landing_uri)
+    registry = Registry.from_module()
+    first = settings.partitions_start
+    candidates = []
+    for table in {view.source.name: view.source for view in registry.views.values()}.values():
+        for staged in ChangeLog(offline, table).stage_pending(landing):
+            candidates.extend(parse_hour(hour) for hour in staged.hours)  # late batches reach back
+    history = OfflineFeatureStore(offline)
+    for view in registry.views.values():
+        horizon = history.horizon(view, first)
+        candidates.append(first if horizon is None else horizon.replace(minute=0, second=0, microsecond=0))
+    start_at = max(first, min(candidates)) if candidates else first
+    _materialize_ranges(start_at, end_at, hours_per_run)
+
+
+# -- reading features --------------------------------------------------------------------------
+
+def _references(features: str | None, service: str | None) -> dict:
+    if (features is None) == (service is None):
+        raise click.UsageError("pass exactly one of --features view:feature,... or --service NAME")
+    return {"service": service} if service else {"features": [f.strip() for f in features.split(",") if f.strip()]}
+
+
+@main.command("get-historical")
+@click.option("--entity-df", "entity_df_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV or Parquet with the join keys and event_timestamp (ISO-8601 with zone).")
+@click.option("--features", default=None, help="Comma-separated view:feature references.")
+@click.option("--service", default=None, help="A feature service name.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV or Parquet to write.")
+@click.option("--full-feature-names", is_flag=True, help="Name columns view__feature.")
+def get_historical(entity_df_path: Path, features: str | None, service: str | None, out: Path,
+                   full_feature_names: bool) -> None:
+    """Point-in-time correct feature values for every entity row (training data)."""
+    import pandas as pd
+
+    from feature_platform.feature_store import FeatureStore
+
+    reader = pd.read_parquet if entity_df_path.suffix == ".parquet" else pd.read_csv
+    entity_df = reader(entity_df_path)
+    try:
+        result = FeatureStore.from_env().get_historical_features(
+            entity_df, full_feature_names=full_feature_names, **_references(features, service))
+    except (KeyError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    if out.suffix == ".parquet":
+        result.to_parquet(out, index=False)
+    else:
+        frame = result.copy()
+        frame["event_timestamp"] = frame["event_timestamp"].map(lambda t: t.isoformat())
+        frame.to_csv(out, index=False)
+    click.echo(f"wrote {len(result)} row(s) x {len(result.columns)} column(s) to {out}")
+
+
+def _parse_entity(text: str) -> tuple[str, object]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise click.BadParameter(f"{text!r} must look like customer_id=1001")
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, value
+
+
+@main.command("get-online")
+@click.option("--features", default=None, help="Comma-separated view:feature references.")
+@click.option("--service", default=None, help="A feature service name.")
+@click.option("--entity", "entities", multiple=True, required=True, help="join_key=value; repeat for more rows.")
+@click.option("--request-time", default=None, help="Serve as of this instant (default now): staleness and on-demand features.")
+@click.option("--full-feature-names", is_flag=True)
+def get_online(features: str | None, service: str | None, entities: tuple[str, ...], request_time: str | None,
+               full_feature_names: bool) -> None:
+    """Latest feature values from Redis, one JSON object per entity row."""
+    import json
+
+    import pandas as pd
+
+    from feature_platform.feature_store import FeatureStore
+
+    rows: list[dict] = []
+    for text in entities:
+        key, value = _parse_entity(text)
+        if not rows or key in rows[-1]:
+            rows.append({})
+        rows[-1][key] = value
+    try:
+        result = FeatureStore.from_env().get_online_features(
+            rows, request_time=_parse_utc(request_time), full_feature_names=full_feature_names,
+            **_references(features, service))
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+
+    def plain(value):
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            return None
+        if isinstance(value, pd.Timestamp):
+            return value.isoformat()
+        return value.item() if hasattr(value, "item") else value
+
+    records = [{column: plain(value) for column, value in record.items()} for record in result.astype(object).to_dict("records")]
+    click.echo(json.dumps(records, indent=2, default=str))
+    if result.stale:
+        click.echo(f"stale views (served as null): {', '.join(result.stale)}", err=True)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on. Loopback by default; 0.0.0.0 exposes the server to the network.")
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=6566, show_default=True,
+              help="Port to listen on (6566 is Feast's feature server port).")
+@click.option("--max-entities", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Most entities one request may ask for.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="info", show_default=True)
+def serve(host: str, port: int, max_entities: int, log_level: str) -> None:
+    """Serve online features over HTTP from Redis: Feast's POST /get-online-features, and /health."""
+    from feature_platform.feature_store import FeatureStore
+    from feature_platform.server import serve as run_server
+
+    try:
+        store = FeatureStore.from_env()
+    except (ValueError, ImportError) as error:
+        raise click.ClickException(str(error)) from None
+    if not store.settings.redis_url:
+        raise click.ClickException("FP_REDIS_URL is not set: the feature server reads Redis "
+                                   "(scripts/dev starts one and sets it)")
+    click.echo(f"feature server on http://{host}:{port} (OpenAPI at /openapi.json)")
+    run_server(host, port, store=store, max_entities=max_entities, log_level=log_level)

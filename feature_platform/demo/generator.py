@@ -1012,6 +1012,8 @@ def generate_landing_zone(
 
     _save_state(root, {
         "format": 1, "seed": seed, "batches": 0, "flush_size": flush_size, "rotate_minutes": rotate_minutes,
+        # The first commit: scripts/dev starts the hourly partitions at its day.
+        "first_commit": _from_us(start_us).isoformat(),
         "connector": connector.state(), "offsets": writer.next_offset, "shop": shop.state(),
     }, index)
     return GenerationSummary(
