@@ -148,6 +148,24 @@ class OnDemandFeature:
 
 
 @dataclass(frozen=True)
+class RowTransform:
+    """The escape hatch: your own code, per engine, for what expressions cannot say.
+
+    It runs on the source table's row versions before any feature is computed, and may add
+    the ``columns`` it declares (with their types) or drop rows. It must work row by row —
+    each output row depending only on its input row — so every value stays exact at every
+    instant. Decimal columns arrive as unscaled integers, timestamps as µs since the epoch.
+
+    ``pandas(frame) -> frame`` serves ``engine="pandas"``; ``spark(dataframe) -> dataframe``
+    serves ``engine="spark"``; a view needs the one for its engine (both, to switch freely).
+    """
+
+    columns: dict[str, DType]
+    pandas: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    spark: Callable | None = None
+
+
+@dataclass(frozen=True)
 class FeatureView:
     name: str
     entity: Entity
@@ -163,6 +181,7 @@ class FeatureView:
     owners: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    transform: RowTransform | None = None
 
     def __post_init__(self) -> None:
         check_snake_case("feature view", self.name)
@@ -174,7 +193,13 @@ class FeatureView:
 
     def _problems(self) -> list[str]:
         problems = []
-        columns = set(self.source.column_names)
+        columns = set(self.input_dtypes())
+        if self.transform is not None:
+            if getattr(self.transform, self.engine, None) is None:
+                problems.append(f"transform has no {self.engine} function for engine={self.engine!r}")
+            clashes = sorted(set(self.transform.columns) & set(self.source.column_names))
+            if clashes:
+                problems.append(f"transform columns {clashes} already exist in {self.source.name}")
         if bool(self.aggregations) == bool(self.features):
             problems.append("declare either aggregations (an aggregation view) or features (a latest-state view)")
         if self.entity_column not in columns:
@@ -193,7 +218,7 @@ class FeatureView:
             problems.append(f"feature names used twice: {duplicates}")
         if self.entity.join_key in names:
             problems.append(f"a feature may not be named like the join key {self.entity.join_key!r}")
-        types = source_dtypes(self.source)
+        types = self.input_dtypes()
         for expression_owner in (*self.aggregations, *self.features):
             expression = getattr(expression_owner, "input", None) or getattr(expression_owner, "expression", None)
             if expression is None:
@@ -229,8 +254,15 @@ class FeatureView:
     def is_aggregation_view(self) -> bool:
         return bool(self.aggregations)
 
-    def stored_dtypes_without_derived(self) -> dict[str, DType]:
+    def input_dtypes(self) -> dict[str, DType]:
+        """Types of the columns features read: the source's, plus a transform's additions."""
         types = source_dtypes(self.source)
+        if self.transform is not None:
+            types.update(self.transform.columns)
+        return types
+
+    def stored_dtypes_without_derived(self) -> dict[str, DType]:
+        types = self.input_dtypes()
         if self.is_aggregation_view:
             return {a.name: a.output_dtype(types) for a in self.aggregations}
         return {f.name: f.expression.dtype(types) for f in self.features}
@@ -287,6 +319,10 @@ class FeatureView:
     def code_version(self) -> str:
         """Changes exactly when the definition's logic changes (not its docs or owners)."""
         parts = [self.source.name, self.entity.join_key, self.entity_column, str(self.timestamp_field)]
+        if self.transform is not None:
+            parts += [f"transform:{name}:{dtype}" for name, dtype in self.transform.columns.items()]
+            parts += [inspect.getsource(f) if _has_source(f) else getattr(f, "__name__", "")
+                      for f in (self.transform.pandas, self.transform.spark) if f is not None]
         parts += [f"{a.name}:{a.function}:{a.input!r}:{a.window}" for a in self.aggregations]
         parts += [f"{f.name}:{f.expression!r}" for f in self.features]
         parts += [f"{d.name}:{d.expression!r}" for d in self.derived]

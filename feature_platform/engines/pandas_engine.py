@@ -322,7 +322,7 @@ def _ordered_extreme(members: pd.DataFrame, values: pd.Series, function: str) ->
 
 def aggregation_history(versions: pd.DataFrame, view: FeatureView, live_after: int | None) -> pd.DataFrame:
     """Every value change of an aggregation view: (entity, time, feature values...), exact."""
-    input_types = source_dtypes(view.source)
+    input_types = view.input_dtypes()
     by_window: dict[int | None, list[Aggregation]] = {}
     for aggregation in view.aggregations:
         window = None if aggregation.window is None else int(aggregation.window.total_seconds() * 1_000_000)
@@ -388,7 +388,7 @@ def _typed(column: pd.Series, dtype: DType) -> pd.Series:
 
 def latest_state_history(versions: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
     """A row when a version becomes current, and a ``_deleted`` row when the entity disappears."""
-    input_types = source_dtypes(view.source)
+    input_types = view.input_dtypes()
     current = versions[versions["known_from"] < versions["known_to"]].reset_index(drop=True)
     rows = pd.DataFrame({"_entity": current[view.entity_column].astype(np.int64)
                          if input_types[view.entity_column].kind == "int" else current[view.entity_column],
@@ -409,11 +409,24 @@ def latest_state_history(versions: pd.DataFrame, view: FeatureView) -> pd.DataFr
     return history[["_entity", "_t", *[f.name for f in view.features], "_deleted"]].reset_index(drop=True)
 
 
+def apply_row_transform(versions: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
+    """Run the view's own pandas code on the row versions; check it kept what the engine needs."""
+    transformed = view.transform.pandas(versions.copy())
+    if not isinstance(transformed, pd.DataFrame):
+        raise TypeError(f"feature view {view.name!r}: transform.pandas returned {type(transformed).__name__}, not a DataFrame")
+    missing = [c for c in [*versions.columns, *view.transform.columns] if c not in transformed.columns]
+    if missing:
+        raise ValueError(f"feature view {view.name!r}: transform.pandas dropped or did not add columns {missing}")
+    return transformed.reset_index(drop=True)
+
+
 # -- the whole computation --------------------------------------------------------------------------
 
 def compute_history(change_log: pa.Table, view: FeatureView, emit: HistoryRange) -> pa.Table:
     """The view's value changes with valid_from in ``emit``, as an Arrow table (history_schema)."""
     versions = row_versions(change_log_frame(change_log, view))
+    if view.transform is not None:
+        versions = apply_row_transform(versions, view)
     if view.is_aggregation_view:
         history = aggregation_history(versions, view, emit.start)
     else:
