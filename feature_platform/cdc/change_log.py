@@ -227,7 +227,11 @@ class ChangeLog:
     # -- building partitions -------------------------------------------------------------
 
     def staged_hours(self) -> list[str]:
-        return [d for d in self.offline.list_dirs(self.staging_prefix) if not d.startswith("_")]
+        # Hours with change fragments *or* quarantined lines: a bad line filed under an hour in
+        # which nothing was committed (e.g. its file's landing hour) was otherwise never read by
+        # any partition, and the no_quarantined_records check passed over it.
+        hours = set(self.offline.list_dirs(self.staging_prefix)) | set(self.offline.list_dirs(self.quarantine_prefix))
+        return sorted(d for d in hours if not d.startswith("_"))
 
     def _read_fragments(self, prefix: str, hours: list[str], schema: pa.Schema) -> pa.Table:
         tables = []

@@ -103,8 +103,39 @@ def _as_int(value: Any, path: str) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)  # Debezium's own docs show stringified numbers (ENVELOPE-NOTES #18)
+        try:
+            return int(value)  # Debezium's own docs show stringified numbers (ENVELOPE-NOTES #18)
+        except ValueError:  # more than 4300 digits: Python refuses to convert, which crashed staging
+            raise DecodeError(f"field '{path}': a {len(value)}-digit number is not an integer that fits") from None
     raise DecodeError(f"field '{path}': {value!r} is not an integer")
+
+
+# The change log stores lsn and txId as int64 and files every change under the UTC hour of
+# its commit time, as a four-digit-year label that the sensor parses back. A value outside
+# those ranges (e.g. microseconds written into ts_ms, or an lsn past 2**63) used to decode
+# fine and then crash staging with OverflowError / "year is out of range", failing the whole
+# file on every sensor tick and every run, forever. Such a line is a bad line: quarantine it.
+MAX_COMMIT_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+_INT64_LIMIT = 2**63
+
+
+def commit_ms_in_range(value: int) -> bool:
+    return 0 <= value <= MAX_COMMIT_MS
+
+
+def _checked_commit_ms(value: int, path: str) -> int:
+    if not commit_ms_in_range(value):
+        raise DecodeError(
+            f"field '{path}': {value} is not a commit time in epoch milliseconds between 1970 and 9999 "
+            "(microseconds or nanoseconds written as milliseconds?)"
+        )
+    return value
+
+
+def _checked_int64(value: int, path: str) -> int:
+    if not -_INT64_LIMIT <= value < _INT64_LIMIT:
+        raise DecodeError(f"field '{path}': {value} does not fit a 64-bit integer")
+    return value
 
 
 def _snapshot_flag(value: Any) -> bool:
@@ -122,11 +153,12 @@ def _mysql_position(source: dict) -> int:
     file_match = re.search(r"(\d+)$", str(source.get("file", "")))
     if not file_match:
         raise DecodeError("field 'source.file': no binlog file number")
+    file_number = _as_int(file_match.group(1), "source.file")  # not int(): see _as_int
     pos = _as_int(source.get("pos"), "source.pos")
     row = _as_int(source.get("row", 0) or 0, "source.row")
     if not (0 <= pos < 2**32 and 0 <= row < 2**8):
         raise DecodeError("field 'source.pos': binlog position out of range")
-    return (int(file_match.group(1)) << 40) | (pos << 8) | row
+    return (file_number << 40) | (pos << 8) | row
 
 
 def decode_row_values(row: dict, table: SourceTable, schema: _Schema, side: str) -> tuple[dict, tuple[str, ...]]:
@@ -156,7 +188,9 @@ def decode_row_values(row: dict, table: SourceTable, schema: _Schema, side: str)
                 values[column.name] = decode_temporal(raw, column, logical)
             else:
                 values[column.name] = decode_scalar(raw, column)
-        except (ValueDecodeError, ValueError) as error:
+        # ArithmeticError too (OverflowError, decimal.InvalidOperation): they are not
+        # ValueErrors, and one escaping here crashed staging of the whole file, forever.
+        except (ValueDecodeError, ValueError, ArithmeticError) as error:
             raise DecodeError(f"field '{side}.{column.name}': {error}") from None
     return values, tuple(unavailable)
 
@@ -205,22 +239,22 @@ def _decode_envelope(payload: dict, schema: dict | None, table: SourceTable, key
     if not isinstance(source, dict):
         raise DecodeError("field 'source': missing or not an object")
     if source.get("ts_ms") is not None:
-        commit_ms = _as_int(source["ts_ms"], "source.ts_ms")
+        commit_ms = _checked_commit_ms(_as_int(source["ts_ms"], "source.ts_ms"), "source.ts_ms")
     elif source.get("ts_sec") is not None:  # Debezium 0.x MySQL
-        commit_ms = _as_int(source["ts_sec"], "source.ts_sec") * 1000
+        commit_ms = _checked_commit_ms(_as_int(source["ts_sec"], "source.ts_sec") * 1000, "source.ts_sec")
     else:
         raise DecodeError("field 'source.ts_ms': missing (the commit time orders nothing without it)")
     if source.get("lsn") is not None:
-        lsn = _as_int(source["lsn"], "source.lsn")
+        lsn = _checked_int64(_as_int(source["lsn"], "source.lsn"), "source.lsn")
     elif source.get("file") is not None and source.get("pos") is not None:
-        lsn = _mysql_position(source)
+        lsn = _checked_int64(_mysql_position(source), "source.file")
     else:
         raise DecodeError(
             "field 'source.lsn': missing (and no MySQL file/pos); changes cannot be ordered "
             "(incremental-snapshot rows carry no lsn)"
         )
     tx_id = source.get("txId")
-    tx_id = _as_int(tx_id, "source.txId") if tx_id is not None else None
+    tx_id = _checked_int64(_as_int(tx_id, "source.txId"), "source.txId") if tx_id is not None else None
     snapshot = _snapshot_flag(source.get("snapshot"))
     if op == "t":
         return RowChange("t", None, {}, (), lsn, commit_ms, tx_id, snapshot)
@@ -257,7 +291,8 @@ def _decode_flattened(payload: dict, schema: dict | None, table: SourceTable, ke
     values, unavailable = decode_row_values(row, table, _Schema.of_row(schema, "after"), "after")
     key = _key_of(values, key_payload, table, op)
     snapshot = op == "r" or _snapshot_flag(payload.get("__source_snapshot"))
-    return RowChange(op, key, values, unavailable, _as_int(lsn, "__lsn"), _as_int(ts, "__source_ts_ms"),
+    return RowChange(op, key, values, unavailable, _checked_int64(_as_int(lsn, "__lsn"), "__lsn"),
+                     _checked_commit_ms(_as_int(ts, "__source_ts_ms"), "__source_ts_ms"),
                      None, snapshot)
 
 
@@ -267,3 +302,7 @@ def parse_json(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise DecodeError(f"not valid JSON: {error.msg} at column {error.colno}") from None
+    except ValueError as error:
+        # json.loads raises a plain ValueError for an integer of more than 4300 digits; it
+        # escaped the landing reader and crashed staging of the whole file on every attempt.
+        raise DecodeError(f"not valid JSON: {error}") from None

@@ -21,7 +21,14 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
-from feature_platform.cdc.decoder import Decoded, DecodeError, Tombstone, decode_message, parse_json
+from feature_platform.cdc.decoder import (
+    Decoded,
+    DecodeError,
+    Tombstone,
+    commit_ms_in_range,
+    decode_message,
+    parse_json,
+)
 from feature_platform.sources import SourceTable
 from feature_platform.storage import FileEntry, Store, UnsafePathError
 
@@ -107,7 +114,12 @@ def _check_inside_root(store: Store, relative: str) -> None:
 
 
 def _read_text(store: Store, relative: str) -> str:
-    data = store.read_bytes(relative)
+    # Not store.read_bytes(): pyarrow's open_input_stream defaults to compression="detect" and
+    # already gunzips a *.gz file, so gunzipping again refused every .json.gz landing file
+    # ("Not a gzipped file") and a corrupt one raised OSError out of the reader, crashing
+    # staging. Read the bytes exactly as stored and decompress here, once.
+    with store.fs.open_input_stream(store.full_path(relative), compression=None) as stream:
+        data = stream.read()
     if relative.endswith(".gz"):
         try:
             data = gzip.decompress(data)
@@ -137,7 +149,10 @@ def _commit_hint(message: object) -> int | None:
         if not isinstance(payload, dict):
             return None
         value = (payload.get("source") or {}).get("ts_ms", payload.get("__source_ts_ms"))
-        return int(value) if value is not None and not isinstance(value, bool) else None
+        hint = int(value) if value is not None and not isinstance(value, bool) else None
+        # A hint outside the range the change log can file under an hour (the very reason the
+        # line may have been refused) crashed staging of the whole file: fall back to its landing hour.
+        return hint if hint is not None and commit_ms_in_range(hint) else None
     except (AttributeError, TypeError, ValueError):
         return None
 

@@ -105,7 +105,13 @@ def decode_decimal(raw: object, column: Column, logical: str | None, schema_type
     quantum = decimal.Decimal(1).scaleb(-scale)
     with decimal.localcontext() as context:
         context.prec = 80
-        fitted = value.quantize(quantum)
+        try:
+            fitted = value.quantize(quantum)
+        except decimal.InvalidOperation:
+            # Far more digits than any column holds (1e100 in double mode, a huge negative
+            # VariableScaleDecimal scale). InvalidOperation is not a ValueError, so it used to
+            # escape the decoder and crash staging of the whole file on every attempt.
+            raise ValueDecodeError(f"{value} has more than {precision} digits for decimal({precision},{scale})") from None
         if fitted != value:
             raise ValueDecodeError(f"{value} has more than {scale} decimal places for decimal({precision},{scale})")
     if len(fitted.as_tuple().digits) > precision and fitted != 0:
@@ -165,7 +171,10 @@ def decode_scalar(raw: object, column: Column) -> object:
             if raw not in ("NaN", "Infinity", "-Infinity"):
                 raise ValueDecodeError(f"{raw!r} is not a number")
             return float(raw.replace("Infinity", "inf"))
-        return float(raw)
+        try:
+            return float(raw)
+        except OverflowError:  # an integer beyond any double: a bad value, not a crash
+            raise ValueDecodeError(f"a {raw.bit_length()}-bit integer does not fit float64") from None
     if kind == "bool":
         if not isinstance(raw, bool):
             raise ValueDecodeError(f"{type(raw).__name__} {raw!r} where a boolean was expected")
@@ -173,5 +182,11 @@ def decode_scalar(raw: object, column: Column) -> object:
     if kind == "string":
         if not isinstance(raw, str):
             raise ValueDecodeError(f"{type(raw).__name__} where a string was expected")
+        # JSON may escape a lone UTF-16 surrogate ("\ud800"); Parquet cannot store it, and
+        # letting it through crashed staging of the whole file on every attempt.
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueDecodeError(f"{raw!r} is not valid Unicode (lone surrogate)") from None
         return raw
     raise ValueDecodeError(f"no decoder for column type {kind}")

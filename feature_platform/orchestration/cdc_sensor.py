@@ -122,7 +122,11 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        asset_selection=[change_log_key(t) for t in tables],
+        # The run requests select the change logs *and everything downstream* of them, and
+        # Dagster refuses (DagsterInvalidSubsetError) any requested asset outside the sensor's
+        # own selection: a plain list of the change-log keys broke every tick as soon as a
+        # feature view was built on a change log.
+        asset_selection=dg.AssetSelection.assets(*[change_log_key(t) for t in tables]).downstream(),
         description=(
             "Watches the landing zone for new Debezium batches and requests the change-log "
             "partitions (and everything downstream) that their commits touch, old hours included."
