@@ -163,7 +163,8 @@ def decode_lines(text: str, table: SourceTable, keys_text: str | None = None) ->
     outcomes = []
     for number, raw in split_messages(text):
         if raw.strip() == "":
-            outcomes.append(LineOutcome(number, None, "empty line", raw))
+            # An empty value is one of the renderings of a tombstone (ENVELOPE-NOTES #6): no state.
+            outcomes.append(LineOutcome(number, Tombstone(keys.get(number)), None, raw))
             continue
         message = None
         try:

@@ -19,13 +19,15 @@ How it never misses a file, and never announces one twice:
 import hashlib
 import json
 import time
-from datetime import timedelta
+from datetime import datetime
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from feature_platform.cdc.change_log import ChangeLog, file_id, parse_hour
 from feature_platform.cdc.landing import list_landing_files
+from feature_platform.feature_view import FeatureView
+from feature_platform.offline_store import OfflineFeatureStore
 from feature_platform.orchestration.change_log_assets import change_log_key
 from feature_platform.orchestration.partitions import contiguous_ranges, partition_key_of
 from feature_platform.orchestration.resources import LandingZoneResource, OfflineStoreResource
@@ -49,10 +51,19 @@ class AnnouncementLog:
     def __init__(self, offline: Store):
         self.offline = offline
 
-    def announced(self) -> set[str]:
+    def announced(self, compact_above: int = 64) -> set[str]:
         ids: set[str] = set()
-        for entry in self.offline.list_files(ANNOUNCED_PREFIX, recursive=False):
+        entries = self.offline.list_files(ANNOUNCED_PREFIX, recursive=False)
+        for entry in entries:
             ids.update(json.loads(self.offline.read_bytes(entry.path)))
+        if len(entries) > compact_above:
+            # One file per tick would grow without end: fold them into one. The merged file is
+            # written before the old ones go, so a crash in between only leaves duplicates.
+            merged = hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+            self.offline.write_bytes(f"{ANNOUNCED_PREFIX}/merged-{merged}.json", json.dumps(sorted(ids)).encode())
+            for entry in entries:
+                if not entry.path.endswith(f"merged-{merged}.json"):
+                    self.offline.delete(entry.path)
         return ids
 
     def write_pending(self, tick_key: str, ids: list[str]) -> None:
@@ -84,22 +95,36 @@ def _downstream_keys(context: dg.SensorEvaluationContext, keys: set[dg.AssetKey]
 def plan_run_requests(hours_by_table: dict[str, set[str]], tables: dict[str, SourceTable],
                       partitions_def: dg.TimeWindowPartitionsDefinition, batch_key: str,
                       context: dg.SensorEvaluationContext | None = None,
-                      current_time=None) -> list[dg.RunRequest]:
-    """One run per contiguous range of touched hours, selecting the touched change logs and downstream."""
+                      history_unknown_from: dict[str, datetime] | None = None) -> list[dg.RunRequest]:
+    """The runs a batch needs, each over a range of partitions, selecting change logs and downstream.
+
+    A table read by no feature view needs only the hours its changes touched (one run per
+    contiguous range). A table that feeds feature views needs more: a change committed at T
+    can alter their values at every later instant (a window it enters, a ``last`` it becomes),
+    so the run goes from the earliest touched hour to the current one — and starts earlier
+    still where a view's history is not known yet (``history_unknown_from``: its horizon).
+    """
     first = partitions_def.get_first_partition_window()
-    last = partitions_def.get_last_partition_window(current_time=current_time)
+    last = partitions_def.get_last_partition_window()
     if first is None or last is None:
         return []
+    history_unknown_from = history_unknown_from or {}
     keys_by_range: dict[tuple[str, str], set[dg.AssetKey]] = {}
+    through_now: set[dg.AssetKey] = set()
+    through_now_from: datetime | None = None
     for table_name, hours in hours_by_table.items():
-        partition_keys = set()
-        for label in hours:
-            start = parse_hour(label)
-            if start >= last.end:
-                continue  # a commit in a partition that does not exist yet: the schedule takes it
-            partition_keys.add(partition_key_of(max(start, first.start)))
-        for key_range in contiguous_ranges(sorted(partition_keys)):
+        starts = sorted(max(parse_hour(label), first.start) for label in hours if parse_hour(label) < last.end)
+        # (a commit in a partition that does not exist yet is the schedule's to take)
+        if table_name in history_unknown_from:
+            start = min([*starts, history_unknown_from[table_name]])
+            through_now.add(change_log_key(tables[table_name]))
+            through_now_from = start if through_now_from is None else min(through_now_from, start)
+            continue
+        for key_range in contiguous_ranges([partition_key_of(start) for start in starts]):
             keys_by_range.setdefault(key_range, set()).add(change_log_key(tables[table_name]))
+    if through_now:
+        key_range = (partition_key_of(max(through_now_from, first.start)), partition_key_of(last.start))
+        keys_by_range.setdefault(key_range, set()).update(through_now)
     requests = []
     for (first_key, last_key), keys in sorted(keys_by_range.items()):
         selection = _downstream_keys(context, keys) if context is not None else keys
@@ -114,9 +139,24 @@ def plan_run_requests(hours_by_table: dict[str, set[str]], tables: dict[str, Sou
 
 def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPartitionsDefinition,
                      name: str = "cdc_landing_sensor", max_files_per_tick: int = 2000,
-                     time_budget_seconds: float = 40.0, minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
+                     time_budget_seconds: float = 40.0, minimum_interval_seconds: int = 30,
+                     views: list[FeatureView] = ()) -> dg.SensorDefinition:
     by_topic = {table.topic: table for table in tables}
     by_name = {table.name: table for table in tables}
+    views_by_table: dict[str, list[FeatureView]] = {}
+    for view in views:
+        views_by_table.setdefault(view.source.name, []).append(view)
+
+    def history_unknown_from(offline_store: Store, touched: set[str]) -> dict[str, datetime]:
+        """Per touched table with views: where its views' known history ends (earliest horizon)."""
+        first = partitions_def.get_first_partition_window().start
+        history = OfflineFeatureStore(offline_store)
+        unknown = {}
+        for table_name in touched & set(views_by_table):
+            horizons = [history.horizon(view, first) for view in views_by_table[table_name]]
+            unknown[table_name] = min(first if h is None else h.replace(minute=0, second=0, microsecond=0)
+                                      for h in horizons)
+        return unknown
 
     @dg.sensor(
         name=name,
@@ -166,7 +206,8 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
             taken.append(staged.file_id)
 
         batch_key = hashlib.sha1("\n".join(sorted(taken)).encode()).hexdigest()[:16]
-        requests = plan_run_requests(hours_by_table, by_name, partitions_def, batch_key, context)
+        requests = plan_run_requests(hours_by_table, by_name, partitions_def, batch_key, context,
+                                     history_unknown_from(offline_store, set(hours_by_table)))
         left = len(new_files) - len(taken)
         context.log.info(
             f"{len(taken)} new file(s) decoded ({quarantined} record(s) quarantined); "
