@@ -108,9 +108,6 @@ def demo_data(root: Path | None, customers: int, products: int, weeks: float, or
         click.echo("stopped")
 
 
-if __name__ == "__main__":
-    main()
-
 
 # -- materializing ---------------------------------------------------------------------------
 
@@ -292,3 +289,7 @@ def serve(host: str, port: int, max_entities: int, log_level: str) -> None:
                                    "(scripts/dev starts one and sets it)")
     click.echo(f"feature server on http://{host}:{port} (OpenAPI at /openapi.json)")
     run_server(host, port, store=store, max_entities=max_entities, log_level=log_level)
+
+
+if __name__ == "__main__":
+    main()
