@@ -291,5 +291,70 @@ def serve(host: str, port: int, max_entities: int, log_level: str) -> None:
     run_server(host, port, store=store, max_entities=max_entities, log_level=log_level)
 
 
+
+# -- discovery ----------------------------------------------------------------------------------
+
+@main.command("catalog")
+@click.argument("term", required=False)
+@click.option("--entity", default=None, help="Only features of this entity (name or join key).")
+@click.option("--tag", default=None, help="Only views with this tag (key or key=value).")
+@click.option("--owner", default=None, help="Only views owned by this owner (substring).")
+@click.option("--show", "show", default=None, metavar="VIEW:FEATURE",
+              help="Show one feature: definition, sources, services, last materialization, checks.")
+def catalog(term: str | None, entity: str | None, tag: str | None, owner: str | None, show: str | None) -> None:
+    """List and search features by name, entity, tag or owner; or --show one in full."""
+    from feature_platform.catalog import feature_entries, search
+    from feature_platform.registry import Registry, UnknownFeatureError
+
+    registry = Registry.from_module()
+    if show is None:
+        entries = search(registry, term, entity=entity, tag=tag, owner=owner)
+        if not entries:
+            click.echo("no feature matches")
+            return
+        width = max(len(e.reference) for e in entries)
+        for entry in entries:
+            click.echo(f"{entry.reference:<{width}}  {entry.dtype:<14} {entry.kind:<11} {entry.description or entry.how}")
+        return
+    try:
+        [(view, name)] = registry.resolve([show])
+    except UnknownFeatureError as error:
+        raise click.ClickException(str(error)) from None
+    [entry] = [e for e in feature_entries(view) if e.name == name]
+    services = [s.name for s in registry.services.values() if show in s.features]
+    click.echo(f"{entry.reference}  ({entry.dtype}, {entry.kind})")
+    click.echo(f"  description : {entry.description or '-'}")
+    click.echo(f"  computed as : {entry.how}")
+    click.echo(f"  entity      : {view.entity.name} (join key {view.entity.join_key})")
+    click.echo(f"  source      : {view.source.name} columns {', '.join(view.source_columns_of(name)) or '-'} "
+               f"(topic {view.source.topic})")
+    click.echo(f"  owners      : {', '.join(view.owners) or '-'}   tags: {view.tags}   ttl: {view.ttl}")
+    click.echo(f"  services    : {', '.join(services) or 'none'}")
+    click.echo(f"  code version: {view.code_version()}")
+    _print_asset_status(view)
+
+
+def _print_asset_status(view) -> None:
+    """Last materialization and check results of the view's assets, from the Dagster instance."""
+    import dagster as dg
+
+    from feature_platform.orchestration.runner import open_instance
+
+    instance, where = open_instance()
+    for key in (dg.AssetKey(["features", view.name]), dg.AssetKey(["online", view.name])):
+        event = instance.get_latest_materialization_event(key)
+        when = "never" if event is None else (
+            f"{datetime.fromtimestamp(event.timestamp, timezone.utc):%Y-%m-%d %H:%M:%S}Z"
+            f" (partition {event.asset_materialization.partition})")
+        click.echo(f"  {key.to_user_string():<28} last materialized: {when}")
+        checks = instance.event_log_storage.get_asset_check_summary_records(
+            [dg.AssetCheckKey(key, name) for name in ("missing_values", "drift", "train_serve_skew")])
+        for check_key, record in checks.items():
+            execution = record.last_check_execution_record
+            if execution is not None:
+                click.echo(f"    check {check_key.name}: {execution.status.value}")
+    click.echo(f"  (status from {where})")
+
+
 if __name__ == "__main__":
     main()

@@ -64,9 +64,9 @@ def test_sensor_triggered_run_is_recorded_in_postgres(postgres_instance, stores)
     write_landing_file(stores.landing_dir, landing_name(0, 0), lines)
 
     context = dg.build_sensor_context(instance=postgres_instance, definitions=defs, resources=stores.resources)
-    requests = sensor(context)
-    assert isinstance(requests, list) and len(requests) == 1
-    request = requests[0]
+    tick = sensor.evaluate_tick(context)
+    assert len(tick.run_requests) == 1, tick.skip_message
+    request = tick.run_requests[0]
     assert request.tags["dagster/asset_partition_range_start"] == partition_key_of(hour)
 
     job = defs.resolve_implicit_global_asset_job_def()

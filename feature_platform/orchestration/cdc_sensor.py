@@ -22,13 +22,14 @@ import time
 from datetime import datetime
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from feature_platform.cdc.change_log import ChangeLog, file_id, parse_hour
 from feature_platform.cdc.landing import list_landing_files
 from feature_platform.feature_view import FeatureView
 from feature_platform.offline_store import OfflineFeatureStore
-from feature_platform.orchestration.change_log_assets import change_log_key
+from feature_platform.orchestration.change_log_assets import change_log_key, topic_key
 from feature_platform.orchestration.partitions import contiguous_ranges, partition_key_of
 from feature_platform.orchestration.resources import LandingZoneResource, OfflineStoreResource
 from feature_platform.sources import SourceTable
@@ -215,8 +216,20 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
         )
         announcements.write_pending(batch_key, taken)
         context.update_cursor(json.dumps({"pending_tick": batch_key, "last_tick": batch_key}))
+        # Each topic that received files moves its data version: the source asset's observation.
+        observations = []
+        for table_name in sorted(hours_by_table):
+            table = by_name[table_name]
+            new_paths = sorted(f.path for f in new_files[:len(taken)] if f.topic == table.topic)
+            version = hashlib.sha1("\n".join(new_paths).encode()).hexdigest()[:16]
+            observations.append(dg.AssetObservation(
+                asset_key=topic_key(table),
+                metadata={"new_files": len(new_paths), "latest_file": new_paths[-1] if new_paths else ""},
+                tags={DATA_VERSION_TAG: version},
+            ))
         if not requests:
-            return dg.SkipReason(f"{len(taken)} new file(s) touched no existing partition")
-        return requests
+            return dg.SensorResult(skip_reason=f"{len(taken)} new file(s) touched no existing partition",
+                                   asset_events=observations)
+        return dg.SensorResult(run_requests=requests, asset_events=observations)
 
     return cdc_sensor

@@ -16,11 +16,34 @@ from feature_platform.orchestration.resources import LandingZoneResource, Offlin
 from feature_platform.sources import SourceTable
 
 CHANGE_LOG_GROUP = "change_logs"
+TOPIC_GROUP = "cdc"
 QUARANTINE_CHECK = "no_quarantined_records"
 
 
 def change_log_key(table: SourceTable) -> dg.AssetKey:
     return dg.AssetKey(["cdc", table.name])
+
+
+def topic_key(table: SourceTable) -> dg.AssetKey:
+    return dg.AssetKey(["topics", table.name])
+
+
+def build_topic_source(table: SourceTable) -> dg.AssetSpec:
+    """The Debezium topic of a table as it lands: a source asset, observed by the CDC sensor.
+
+    Each time the sensor sees new files of the topic it records an observation whose data
+    version moves, so the UI shows when the source last changed and what is stale after it.
+    """
+    return dg.AssetSpec(
+        key=topic_key(table),
+        group_name=TOPIC_GROUP,
+        kinds={"debezium", "kafka"},
+        owners=list(table.owners),
+        description=f"Debezium change events of `{table.name}` landing on topic `{table.topic}`. {table.description}",
+        metadata={"topic": table.topic, "primary_key": ", ".join(table.primary_key),
+                  "dagster/column_schema": dg.TableSchema(columns=[
+                      dg.TableColumn(c.name, c.type, description=c.description or None) for c in table.columns])},
+    )
 
 
 def _column_schema(table: SourceTable) -> dg.TableSchema:
@@ -46,6 +69,7 @@ def build_change_log_asset(table: SourceTable, partitions_def: dg.PartitionsDefi
 
     @dg.asset(
         key=key,
+        deps=[topic_key(table)],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=CHANGE_LOG_GROUP,

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feature_platform.catalog import describe_view
 from feature_platform.cdc.change_log import ChangeLog, change_log_schema, hour_label
 from feature_platform.engines.pandas_engine import HistoryRange, compute_history
 from feature_platform.feature_view import FeatureView
@@ -57,6 +58,21 @@ def read_change_log(change_log: ChangeLog, until: datetime) -> pa.Table:
     table = pa.concat_tables([t.cast(schema) for t in tables])
     limit = pa.scalar(micros(until), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     return table.filter(pc.less(table.column("_commit_time"), limit))
+
+
+def column_lineage(view: FeatureView) -> dg.TableColumnLineage:
+    """Each feature → the source columns (in the change log) it is computed from."""
+    upstream = change_log_key(view.source)
+    return dg.TableColumnLineage(deps_by_column={
+        name: [dg.TableColumnDep(asset_key=upstream, column_name=column) for column in view.source_columns_of(name)
+               if column in view.source.column_names]
+        for name in view.stored_dtypes()
+    })
+
+
+# Hourly cadence: the schedule completes an hour at :05, so a view more than an hour and a
+# quarter behind is late, and two hours behind has failed to keep up.
+HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
 
 
 def column_schema(view: FeatureView) -> dg.TableSchema:
@@ -139,9 +155,11 @@ def build_feature_view_asset(view: FeatureView, partitions_def: dg.TimeWindowPar
         owners=list(view.owners),
         tags=tags,
         code_version=view.code_version(),
-        description=view.description,
-        metadata={"dagster/column_schema": column_schema(view), **(extra_metadata or {})},
+        description=describe_view(view),
+        metadata={"dagster/column_schema": column_schema(view), "dagster/column_lineage": column_lineage(view),
+                  "ttl": _duration_tag(view.ttl), **(extra_metadata or {})},
         required_resource_keys=required_resources,
+        freshness_policy=HOURLY_FRESHNESS,
     )
     def feature_view(context: dg.AssetExecutionContext):
         offline: OfflineStoreResource = context.resources.offline
