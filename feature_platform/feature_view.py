@@ -210,6 +210,9 @@ class FeatureView:
             problems.append(f"a latest-state view's entity_column must be the primary key {self.source.primary_key}")
         if self.engine not in ENGINES:
             problems.append(f"engine {self.engine!r} must be one of {ENGINES}")
+        bad_owners = [o for o in self.owners if not (o.startswith("team:") or re.match(r"^[^@\s]+@[^@\s]+$", o))]
+        if bad_owners:
+            problems.append(f"owners {bad_owners} must be email addresses or 'team:<name>' (as Dagster shows them)")
         if self.ttl <= timedelta(0):
             problems.append("ttl must be positive")
         names = [f.name for f in (*self.aggregations, *self.features, *self.derived, *self.on_demand)]
