@@ -11,6 +11,7 @@ import pandas as pd
 
 from assets.entities import customer, product
 from assets.sources import customers, orders, products_on_hand
+from feature_platform.checks import CheckConfig
 from feature_platform.expressions import INT, col, length, when
 from feature_platform.feature_service import FeatureService
 from feature_platform.feature_view import Aggregation, Derived, Feature, FeatureView, OnDemandFeature
@@ -56,6 +57,9 @@ customer_orders = FeatureView(
     owners=("team:growth",),
     tags={"domain": "customers"},
     description="How much and how often a customer orders.",
+    # Null by definition for an empty window (mean, stddev, 30/count) or under two orders (stddev).
+    checks=CheckConfig(null_fraction_overrides={"avg_order_value_30d": 1.0, "order_value_stddev_30d": 1.0,
+                                                "avg_days_between_orders": 1.0, "last_order_date": 1.0}),
 )
 
 product_sales = FeatureView(
@@ -93,6 +97,7 @@ customer_profile = FeatureView(
     owners=("team:growth",),
     tags={"domain": "customers"},
     description="The customer's current profile.",
+    checks=CheckConfig(null_fraction_overrides={"biography_length": 0.5}),  # a biography is optional
 )
 
 product_inventory = FeatureView(

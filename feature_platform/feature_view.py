@@ -26,6 +26,7 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
+from feature_platform.checks.config import CheckConfig
 from feature_platform.entity import Entity
 from feature_platform.expressions import BOOL, FLOAT, INT, STRING, TIMESTAMP, DType, Expr, col, decimal
 from feature_platform.naming import DefinitionError, check_snake_case
@@ -182,6 +183,7 @@ class FeatureView:
     tags: dict[str, str] = field(default_factory=dict)
     description: str = ""
     transform: RowTransform | None = None
+    checks: CheckConfig = field(default_factory=CheckConfig)  # thresholds of the asset checks
 
     def __post_init__(self) -> None:
         check_snake_case("feature view", self.name)

@@ -19,6 +19,7 @@ from feature_platform.cdc.change_log import ChangeLog, change_log_schema, hour_l
 from feature_platform.engines.pandas_engine import HistoryRange, compute_history
 from feature_platform.feature_view import FeatureView
 from feature_platform.offline_store import OfflineFeatureStore
+from feature_platform.orchestration import feature_checks
 from feature_platform.orchestration.change_log_assets import change_log_key
 from feature_platform.orchestration.partitions import hours_between
 from feature_platform.orchestration.resources import OfflineStoreResource
@@ -160,6 +161,7 @@ def build_feature_view_asset(view: FeatureView, partitions_def: dg.TimeWindowPar
                   "ttl": _duration_tag(view.ttl), **(extra_metadata or {})},
         required_resource_keys=required_resources,
         freshness_policy=HOURLY_FRESHNESS,
+        check_specs=feature_checks.check_specs(view, key, partitions_def),
     )
     def feature_view(context: dg.AssetExecutionContext):
         offline: OfflineStoreResource = context.resources.offline
@@ -175,9 +177,15 @@ def build_feature_view_asset(view: FeatureView, partitions_def: dg.TimeWindowPar
             def compute(changes, view_, emit):
                 return compute_history_spark(spark, changes, view_, emit)
 
-        result = materialize_view(view, OfflineFeatureStore(store), ChangeLog(store, view.source),
+        offline_features = OfflineFeatureStore(store)
+        result = materialize_view(view, offline_features, ChangeLog(store, view.source),
                                   window.start, window.end, first_partition, run_as_of(context), compute)
-        return dg.MaterializeResult(metadata=result["metadata"])
+        yield dg.MaterializeResult(metadata=result["metadata"])
+        report_dir = None
+        if store.is_local:
+            report_dir = store.full_path(f"checks/{view.name}/{window.start:%Y-%m-%dT%H}_{window.end:%Y-%m-%dT%H}")
+        yield from feature_checks.evaluate(view, result["history"], offline_features, window.start,
+                                           window.end, report_dir)
 
     return feature_view
 
