@@ -184,7 +184,14 @@ class RedisOnlineStore:
             argv = [str(len(names)), *names]
             for _, args in group:
                 argv.extend(args)
-            self._write(keys=[key for key, _ in group], args=argv, client=pipeline)
+            keys = [key for key, _ in group]
+            if self.is_cluster:
+                # redis-py's ClusterPipeline refuses EVALSHA (a Script object cannot be
+                # pipelined on a cluster: RedisClusterException) and stubs out .eval(); a raw
+                # EVAL is queued like any command and routed by the keys' shared slot.
+                pipeline.execute_command("EVAL", _WRITE_LATEST, len(keys), *keys, *argv)
+            else:
+                self._write(keys=keys, args=argv, client=pipeline)
         return sum(int(result) for result in pipeline.execute())
 
     def advance_synced_through(self, view: FeatureView, moment: datetime) -> bool:

@@ -60,7 +60,10 @@ def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnli
     if horizon is None:
         return {"synced_through": "nothing materialized offline yet", "entities_written": 0}
     synced = online.synced_through(view)
-    start = window_start if synced is None else min(window_start, synced.replace(minute=0, second=0, microsecond=0))
+    # Never synced: read from the first partition. Starting at this run's own window would
+    # skip entities whose latest row is in an earlier partition, and advancing synced_through
+    # afterwards would make Redis claim (as absent/empty) values it never received.
+    start = first_partition if synced is None else min(window_start, synced.replace(minute=0, second=0, microsecond=0))
     hours = [h for h in offline.known_partitions(view, first_partition) if h >= start]
     paths = [offline.store.full_path(offline.partition_path(view, hour)) for hour in hours]
     summary = online.write_latest(view, latest_rows(paths, view.entity.join_key)) if paths else None
