@@ -10,6 +10,7 @@ A single-run range (a backfill) is checked once, over all the rows it wrote; its
 holds for each of its hours (shared/DEPENDENCIES.md, trap 6).
 """
 
+import dataclasses
 import json
 from datetime import datetime, timedelta
 
@@ -58,13 +59,35 @@ def reference_rows(view: FeatureView, offline: OfflineFeatureStore, start: datet
     return pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
 
 
+def warming_up(view: FeatureView, history_began: datetime, reference_start: datetime) -> list[str]:
+    """Features whose distribution cannot be stationary yet, so drift would only measure warm-up.
+
+    A 30-day count keeps growing until 30 days of history exist, and an all-history aggregate
+    grows for ever: comparing such a feature with last week says "drift" every time. A feature
+    is checked once its window fits between the start of history and the reference period.
+    """
+    available = reference_start - history_began
+    unsettled = {a.name for a in view.aggregations if a.window is None or a.window > available}
+    for derived in view.derived:
+        if derived.expression.columns() & unsettled:
+            unsettled.add(derived.name)
+    return [name for name in view.stored_dtypes() if name in unsettled]
+
+
 def evaluate(view: FeatureView, rows: pa.Table, offline: OfflineFeatureStore, start: datetime, end: datetime,
-             report_dir: str | None) -> list[dg.AssetCheckResult]:
+             report_dir: str | None, history_began: datetime) -> list[dg.AssetCheckResult]:
     features = view.stored_dtypes()
     current = _frame(rows, view)
     missing = check_missing_values(current, features, view.checks)
-    drift = check_drift(current, _frame(reference_rows(view, offline, start), view), features, view.checks,
+    reference_start = start - timedelta(days=view.checks.reference_days)
+    unsettled = warming_up(view, history_began, reference_start)
+    drift_config = dataclasses.replace(view.checks, drift_exclude=(*view.checks.drift_exclude, *unsettled))
+    drift = check_drift(current, _frame(reference_rows(view, offline, start), view), features, drift_config,
                         report_dir=report_dir)
+    if unsettled:
+        drift.metadata["warming_up"] = ", ".join(unsettled)
+        drift = dataclasses.replace(drift, description=drift.description + f" Not yet checked (window longer "
+                                    f"than the history before the reference period): {', '.join(unsettled)}.")
     window = f"{hour_label(start)}..{hour_label(end - timedelta(hours=1))}"
     results = []
     for name, outcome in ((MISSING_VALUES_CHECK, missing), (DRIFT_CHECK, drift)):

@@ -185,7 +185,7 @@ def build_feature_view_asset(view: FeatureView, partitions_def: dg.TimeWindowPar
         if store.is_local:
             report_dir = store.full_path(f"checks/{view.name}/{window.start:%Y-%m-%dT%H}_{window.end:%Y-%m-%dT%H}")
         yield from feature_checks.evaluate(view, result["history"], offline_features, window.start,
-                                           window.end, report_dir)
+                                           window.end, report_dir, history_began=first_partition)
 
     return feature_view
 

@@ -11,15 +11,20 @@ from datetime import datetime
 
 import dagster as dg
 import duckdb
+import pandas as pd
 
+from feature_platform.checks import check_skew, sample_entities
 from feature_platform.feature_view import FeatureView
+from feature_platform.historical import lookup_view
 from feature_platform.offline_store import OfflineFeatureStore
 from feature_platform.online_store import RedisOnlineStore
-from feature_platform.orchestration.feature_view_assets import feature_view_key
+from feature_platform.orchestration.feature_checks import first_blocked_hour
+from feature_platform.orchestration.feature_view_assets import HOURLY_FRESHNESS, feature_view_key
 from feature_platform.orchestration.resources import OfflineStoreResource
 from feature_platform.redis_client import OnlineStoreUnavailable, connect, redact, scrub
 
 ONLINE_GROUP = "online"
+SKEW_CHECK = "train_serve_skew"
 BATCH_ROWS = 20_000  # rows per Arrow batch read from DuckDB: memory stays flat for any view size
 
 
@@ -59,12 +64,19 @@ def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnli
     horizon = offline.horizon(view, first_partition)
     if horizon is None:
         return {"synced_through": "nothing materialized offline yet", "entities_written": 0}
+    blocked = first_blocked_hour(view, offline)
+    if blocked is not None and blocked < horizon:
+        # A blocking check failed for that hour: nothing from it on may reach Redis.
+        horizon = blocked
     synced = online.synced_through(view)
+    if synced is not None and horizon <= synced:
+        return {"synced_through": synced.isoformat(), "entities_written": 0,
+                "held_back_from": blocked.isoformat() if blocked else "nothing"}
     # Never synced: read from the first partition. Starting at this run's own window would
     # skip entities whose latest row is in an earlier partition, and advancing synced_through
     # afterwards would make Redis claim (as absent/empty) values it never received.
     start = first_partition if synced is None else min(window_start, synced.replace(minute=0, second=0, microsecond=0))
-    hours = [h for h in offline.known_partitions(view, first_partition) if h >= start]
+    hours = [h for h in offline.known_partitions(view, first_partition) if start <= h < horizon]
     paths = [offline.store.full_path(offline.partition_path(view, hour)) for hour in hours]
     summary = online.write_latest(view, latest_rows(paths, view.entity.join_key)) if paths else None
     online.advance_synced_through(view, horizon)
@@ -73,7 +85,39 @@ def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnli
         "entities_older_than_stored": summary.skipped_older if summary else 0,
         "partitions_read": len(paths),
         "synced_through": horizon.isoformat(),
+        "held_back_from": blocked.isoformat() if blocked else "nothing",
     }
+
+
+def evaluate_skew(view: FeatureView, offline: OfflineFeatureStore, first_partition: datetime,
+                  online: RedisOnlineStore) -> dg.AssetCheckResult:
+    """Serving reads what training reads: Redis at synced_through vs the offline history then."""
+    synced = online.synced_through(view)
+    if synced is None:
+        return dg.AssetCheckResult(check_name=SKEW_CHECK, passed=True, description="nothing synced yet")
+    from feature_platform.feature_store import FeatureStore
+    from feature_platform.registry import Registry
+
+    history = offline.read_history(view, first_partition)
+    keys = sample_entities(set(history.column(view.entity.join_key).to_pylist()), view.checks.skew_sample_size,
+                           seed=view.name)
+    if not keys:
+        return dg.AssetCheckResult(check_name=SKEW_CHECK, passed=True, description="no entity in the history yet")
+    store = FeatureStore(settings=None, registry=Registry.of([view]), _online=online)
+    stored = list(view.stored_dtypes())
+    references = [f"{view.name}:{name}" for name in stored]
+    served = store.get_online_features([{view.entity.join_key: k} for k in keys], features=references,
+                                       request_time=synced)
+    trained = lookup_view(pd.DataFrame({view.entity.join_key: keys, "event_timestamp": [synced] * len(keys)})
+                          .astype({"event_timestamp": "datetime64[us, UTC]"}), view,
+                          offline.history_files(view, first_partition), offline.horizon(view, first_partition),
+                          stored)
+    trained.insert(0, view.entity.join_key, keys)
+    outcome = check_skew(served[[view.entity.join_key, *stored]], trained, view.entity.join_key,
+                         {name: view.stored_dtypes()[name] for name in stored}, view.checks)
+    return dg.AssetCheckResult(check_name=SKEW_CHECK, passed=outcome.passed, severity=dg.AssetCheckSeverity.ERROR,
+                               description=outcome.description,
+                               metadata={**outcome.dagster_metadata(), "synced_through": synced.isoformat()})
 
 
 def build_online_asset(view: FeatureView, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
@@ -90,6 +134,11 @@ def build_online_asset(view: FeatureView, partitions_def: dg.TimeWindowPartition
         description=(f"Latest values of `{view.name}` per {view.entity.name} in Redis "
                      f"(hash fp:<project>:{view.name}:<{view.entity.join_key}>), never regressing."),
         retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+        freshness_policy=HOURLY_FRESHNESS,
+        check_specs=[dg.AssetCheckSpec(
+            SKEW_CHECK, asset=online_key(view), partitions_def=partitions_def,
+            description="Train/serve skew: for a sample of entities, Redis equals get_historical_features at "
+                        "the synced-through time, exactly, and feature means agree within a threshold.")],
     )
     def online_table(context: dg.AssetExecutionContext, offline: OfflineStoreResource, redis: RedisResource):
         first_partition = partitions_def.get_first_partition_window().start
@@ -104,6 +153,7 @@ def build_online_asset(view: FeatureView, partitions_def: dg.TimeWindowPartition
                 raise dg.Failure(description=f"writing to Redis at {redis.describe()} failed: "
                                  f"{type(error).__name__}: {scrub(str(error), redis.url)}") from None
             raise
-        return dg.MaterializeResult(metadata={**result, "redis": redis.describe()})
+        yield dg.MaterializeResult(metadata={**result, "redis": redis.describe()})
+        yield evaluate_skew(view, OfflineFeatureStore(offline.store()), first_partition, store)
 
     return online_table
