@@ -118,6 +118,10 @@ class Literal(Expr):
 
     def to_spark(self, types):
         from pyspark.sql import functions as F
+        if isinstance(self.value, int) and not isinstance(self.value, bool):
+            # An INT is 64-bit, as in pandas (Int64): Spark would type a small literal as a
+            # 32-bit int, and lit(1000) * 10**8 (a decimal comparison's rescaling) would overflow.
+            return F.lit(self.value).cast("long")
         return F.lit(self.value)
 
     def __repr__(self): return repr(self.value)

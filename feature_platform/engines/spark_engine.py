@@ -1,0 +1,550 @@
+"""The Spark engine: the pandas engine's algorithm, written relationally in Spark SQL.
+
+``compute_history_spark(spark, change_log, view, emit)`` returns exactly the Arrow table that
+``pandas_engine.compute_history(change_log, view, emit)`` returns: same schema, rows, order
+and bits. It is the same algorithm, not a second one, which is what makes the parity tests
+(tests/test_spark_engine.py) meaningful.
+
+Why relational: each step of the pandas engine is a sort followed by a sweep, and each
+sweep is a window function or a grouped sum (../shared/DESIGN-NOTES.md). Spark partitions
+that work by primary key, then by entity, so the same definition runs on a cluster when a
+change log outgrows one machine. Step by step, with the pandas function each one mirrors:
+
+1. **Loading** (``change_log_frame``): a decimal becomes its unscaled ``long``
+   (``unit_price * 100``), a timestamp its microseconds (``unix_micros``), an int a ``long``.
+   Nothing is a float before a mean, a stddev or a division, so sums are exact.
+2. **Row versions** (``row_versions``): a window over ``_pk`` ordered by ``(_lsn, op rank)``.
+   ``lead(_commit)`` is ``known_to`` (the key's next change, a delete included, closes a
+   version). A TOASTed column takes the value of the latest earlier *version* of the key
+   that carried one: ``last(struct(value), ignorenulls)``, so a carried null stays null. A
+   truncate closes every version before it: a broadcast join to the first truncate of
+   greater lsn, ``known_to = least(known_to, its commit)``. A view's ``RowTransform`` runs
+   here (``transform.spark``).
+3. **Memberships** (``_memberships``): ``[max(known_from, event), min(known_to, event + W))``
+   for every window group at once (W None: open), dropping empty ones and ones that ended
+   before ``emit.start``; then hash-partitioned by entity and checkpointed. Everything after
+   is keyed by entity, so it runs without another shuffle until the final union.
+4. **Sweeps** per window group (``_running_sums``, ``_distinct_counts``, ``_ordered_extreme``):
+   +1 at a membership's start, -1 at its end (``explode``), summed per (entity, instant),
+   then cumulatively per entity. count_distinct does the same over (entity, value)
+   multiplicities. min, max and last join each instant to the memberships live at it
+   (``start <= t < end``); ``last`` takes the live member with the greatest
+   ``(event time, lsn, _pk)``, its null included.
+5. **Alignment** (``_align_window_groups``): all pieces meet in one union, sorted per entity
+   by instant; ``last(struct, ignorenulls)`` carries each group's row forward (its own nulls
+   kept), and count_distinct / min / max / last hold a value only at the instants where they
+   had a row themselves — null elsewhere, as the pandas outer join leaves them.
+6. **Latest-state views** (``latest_state_history``): a row per version becoming current, a
+   ``_deleted`` row when a delete or truncate closes one; of one entity's rows at one
+   instant the last in (lsn, deleted, op rank) order stands.
+7. **Emit range, derived features** (``Expr.to_spark``), **drop_unchanged_within_hour**
+   (``lag`` per entity; an hour's first row always stays), then Arrow with
+   ``view.history_schema()``, sorted by (valid_from, join key) like ``to_arrow``.
+
+Floats are bit-identical because both engines make them from the same integers in the same
+IEEE operations: ``mean = double(Σx) / double(n) / 10^scale`` and
+``stddev = sqrt(double(n·Σx² − (Σx)²) / double(n(n−1))) / 10^scale``, the numerator exact in
+``DECIMAL(38,0)`` as pandas's is in Python ints. (Sums over a *float* input column depend on
+summation order, so they may differ in the last bits; the demo views aggregate only ints
+and decimals.)
+
+Ties that pandas breaks by row order (two changes of one key with the same lsn and op) are
+broken by the change log's row order here too: the Arrow table's row index, or (file path,
+row in file) for Parquet paths. Built change-log partitions hold no such duplicates.
+
+Speed: run it with ``spark_session.get_spark()``'s settings (adaptive execution off: with it
+on, the plans need three times the jobs and its checkpoints forget their partitioning).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feature_platform.cdc.change_log import OP_ORDER, change_log_schema
+from feature_platform.engines.frames import NO_END
+from feature_platform.engines.pandas_engine import HOUR_MICROS, VERSION_OPS, HistoryRange
+from feature_platform.expressions import DType
+from feature_platform.feature_view import Aggregation, FeatureView, source_dtypes
+
+__all__ = ["compute_history_spark"]
+
+_SPARK_TYPES = {"int": "long", "decimal": "long", "timestamp": "long", "float": "double",
+                "bool": "boolean", "string": "string"}
+
+
+def _spark_type(dtype: DType) -> str:
+    """How a value of ``dtype`` is carried inside the engine (decimals unscaled, times in µs)."""
+    return _SPARK_TYPES[dtype.kind]
+
+
+# -- loading ------------------------------------------------------------------------------
+
+def _load(spark, change_log: pa.Table | Iterable[str], view: FeatureView):
+    """The change log as a DataFrame of integers, with a tie-breaking row order (_file, _seq)."""
+    from pyspark.sql import functions as F
+
+    schema = change_log_schema(view.source)
+    wanted = [*view.source.column_names, "_op", "_lsn", "_commit_time", "_pk", "_unavailable"]
+    if isinstance(change_log, pa.Table):
+        table = pa.Table.from_arrays(
+            [change_log.column(name).cast(schema.field(name).type) for name in wanted],
+            schema=pa.schema([schema.field(name).with_nullable(True) for name in wanted]))
+        table = table.append_column("_seq", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        raw = spark.createDataFrame(table).withColumn("_file", F.lit(""))
+    else:
+        paths = [str(path) for path in change_log]
+        if not paths:
+            return _load(spark, schema.empty_table(), view)
+        raw = spark.read.parquet(*paths).select(
+            *wanted, F.col("_metadata.file_path").alias("_file"), F.col("_metadata.row_index").alias("_seq"))
+    types = source_dtypes(view.source)
+    columns = []
+    for name in view.source.column_names:
+        dtype = types[name]
+        column = F.col(name)
+        if dtype.kind == "decimal":
+            column = (column * F.lit(10 ** dtype.scale)).cast("long")  # the unscaled value, exactly
+        elif dtype.kind == "timestamp":
+            column = F.unix_micros(column)
+        else:
+            column = column.cast(_spark_type(dtype))
+        columns.append(column.alias(name))
+    rank = F.lit(None).cast("int")
+    for op, value in OP_ORDER.items():
+        rank = F.when(F.col("_op") == op, F.lit(value)).otherwise(rank)
+    return raw.select(*columns, "_op", F.col("_lsn").cast("long").alias("_lsn"),
+                      F.unix_micros("_commit_time").alias("_commit"), "_pk", "_unavailable",
+                      rank.alias("_rank"), "_file", F.col("_seq").cast("long").alias("_seq"))
+
+
+# -- step 1: row versions -----------------------------------------------------------------
+
+def _row_versions(changes, view: FeatureView, needed: set[str]):
+    """One row per version with known_from / known_to / closed_by (``row_versions``)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rows = changes.filter(F.col("_op") != "t")
+    by_key = Window.partitionBy("_pk").orderBy("_lsn", "_rank", "_file", "_seq")
+    earlier = by_key.rowsBetween(Window.unboundedPreceding, -1)
+    is_version = F.col("_op").isin(*VERSION_OPS)
+    # A TOASTed column that did not change keeps the value of the latest earlier version of
+    # the same key that carried one, a null included (hence the struct: last(ignorenulls)
+    # skips only rows that are not sources, never a source whose value is null).
+    filled = []
+    for name in view.source.column_names:
+        if name not in needed:
+            continue
+        masked = F.coalesce(F.array_contains("_unavailable", name), F.lit(False))
+        source = F.last(F.when(~masked & is_version, F.struct(F.col(name).alias("v"))), ignorenulls=True)
+        filled.append(F.when(masked, source.over(earlier)["v"]).otherwise(F.col(name)).alias(name))
+    next_op = F.lead("_op").over(by_key)
+    next_commit = F.lead("_commit").over(by_key)
+    kept = ("_op", "_lsn", "_commit", "_pk", "_rank", "_file", "_seq")
+    rows = rows.select(
+        *filled, *kept,
+        F.coalesce(next_commit, F.lit(NO_END)).alias("known_to"),
+        F.when(next_op.isNull(), F.lit(None).cast("string"))
+         .when(next_op.isin(*VERSION_OPS), F.lit("version")).otherwise(F.lit("delete")).alias("closed_by"))
+    versions = rows.filter(is_version).withColumn("known_from", F.col("_commit"))
+
+    # The first truncate after a version (in lsn order) empties the table: truncate i closes
+    # the versions with lsn in [lsn of truncate i-1, lsn of truncate i).
+    truncates = changes.filter(F.col("_op") == "t").groupBy("_lsn").agg(F.min("_commit").alias("_cut"))
+    truncates = truncates.select(F.col("_lsn").alias("_cut_lsn"), "_cut",
+                                 F.lag("_lsn").over(Window.orderBy("_lsn")).alias("_cut_after"))
+    in_interval = (F.col("_lsn") < F.col("_cut_lsn")) & (
+        F.col("_cut_after").isNull() | (F.col("_lsn") >= F.col("_cut_after")))
+    versions = versions.join(F.broadcast(truncates), in_interval, "left")
+    cut = F.coalesce(F.col("_cut"), F.lit(NO_END))
+    return versions.select(
+        *[c for c in versions.columns if c not in ("known_to", "closed_by", "_cut", "_cut_lsn", "_cut_after")],
+        F.when(cut < F.col("known_to"), F.lit("truncate")).otherwise(F.col("closed_by")).alias("closed_by"),
+        F.least(F.col("known_to"), cut).alias("known_to"))
+
+
+# -- steps 2 to 5: aggregation views --------------------------------------------------------
+#
+# Every step after the memberships is keyed by entity: the memberships are hash-partitioned
+# by entity once, and each grouping, window and join after that (by (entity, t), by
+# (entity, value), by entity) finds its input already clustered, so Spark shuffles no more
+# until the pieces meet in one union. Events are made with explode (which keeps the
+# partitioning) rather than a union of a "+" and a "-" frame (which would lose it).
+
+def _window_groups(view: FeatureView) -> list[tuple[int | None, list[Aggregation]]]:
+    """The aggregations by window (in microseconds; None: all history), in declared order."""
+    by_window: dict[int | None, list[Aggregation]] = {}
+    for aggregation in view.aggregations:
+        window = None if aggregation.window is None else int(aggregation.window.total_seconds() * 1_000_000)
+        by_window.setdefault(window, []).append(aggregation)
+    return list(by_window.items())
+
+
+def _input_name(aggregation: Aggregation) -> str:
+    return f"__input__{aggregation.name}"
+
+
+def _memberships(versions, view: FeatureView, groups, live_after: int | None):
+    """Every version's membership in each window group (``_memberships``), by entity.
+
+    ``[max(known_from, event), min(known_to, event + W))``; empty ones vanish, and so do
+    ones that ended before ``live_after`` (added and removed before the range: no net
+    effect on any value in it).
+    """
+    from pyspark.sql import functions as F
+
+    input_types = view.input_dtypes()
+    event = F.col(view.timestamp_field)
+    usable = versions.filter(event.isNotNull() & F.col(view.entity_column).isNotNull())
+    members = usable.select(
+        F.col(view.entity_column).alias("_entity"), event.alias("_event"), "known_from", "known_to",
+        "_lsn", "_pk", "_rank", "_seq",
+        *[a.input.to_spark(input_types).alias(_input_name(a)) for a in view.aggregations if a.input is not None],
+        F.explode(F.array(*[F.lit(index) for index in range(len(groups))])).alias("_group"))
+    window = F.lit(None).cast("long")
+    for index, (micros, _) in enumerate(groups):
+        if micros is not None:
+            window = F.when(F.col("_group") == index, F.lit(micros)).otherwise(window)
+    start = F.greatest(F.col("known_from"), F.col("_event"))
+    end = F.when(window.isNull(), F.col("known_to")).otherwise(F.least(F.col("known_to"), F.col("_event") + window))
+    members = members.select("*", start.alias("_start"), end.alias("_end")).drop("known_from", "known_to")
+    keep = F.col("_start") < F.col("_end")
+    if live_after is not None:
+        keep = keep & (F.col("_end") > F.lit(live_after))
+    partitions = int(versions.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return members.filter(keep).repartition(partitions, "_entity")
+
+
+def _events(members, columns: list[str]):
+    """+1 at each membership's start, -1 at its end (open-ended memberships never leave)."""
+    from pyspark.sql import functions as F
+
+    sides = F.explode(F.array(
+        F.struct(F.col("_start").alias("t"), F.lit(1).cast("long").alias("sign")),
+        F.struct(F.col("_end").alias("t"), F.lit(-1).cast("long").alias("sign")))).alias("_side")
+    events = members.select("_entity", *columns, sides)
+    events = events.select("_entity", *columns, F.col("_side.t").alias("_t"), F.col("_side.sign").alias("_sign"))
+    return events.filter(F.col("_t") != F.lit(NO_END))  # only an open end can be NO_END
+
+
+def _by_entity(*, running: bool):
+    from pyspark.sql import Window
+
+    window = Window.partitionBy("_entity").orderBy("_t")
+    return window.rowsBetween(Window.unboundedPreceding, Window.currentRow) if running else window
+
+
+def _running_sums(members, aggregations: list[Aggregation], input_types: dict[str, DType]):
+    """count, sum, mean, stddev at every instant of the group (``_running_sums``).
+
+    Returns (_entity, _t, values...): one row per instant at which a member of the group
+    joins or leaves, which is the group's index.
+    """
+    from pyspark.sql import functions as F
+
+    contributions: dict[str, object] = {}
+    for aggregation in aggregations:
+        if aggregation.function not in ("sum", "mean", "stddev"):
+            continue
+        value = F.col(_input_name(aggregation))
+        exact = aggregation.input.dtype(input_types).kind in ("int", "decimal")
+        kind = "long" if exact else "double"
+        filled = F.coalesce(value.cast(kind), F.lit(0).cast(kind))
+        contributions[f"{aggregation.name}__n"] = F.when(value.isNotNull(), F.lit(1)).otherwise(F.lit(0)).cast("long")
+        contributions[f"{aggregation.name}__s"] = filled
+        if aggregation.function == "stddev":
+            contributions[f"{aggregation.name}__q"] = filled * filled
+    members = members.select("_entity", "_start", "_end", *[c.alias(n) for n, c in contributions.items()])
+    per_instant = _events(members, list(contributions)).groupBy("_entity", "_t").agg(
+        F.sum("_sign").alias("__count"), *[F.sum(F.col(name) * F.col("_sign")).alias(name) for name in contributions])
+    running = per_instant.select(
+        "_entity", "_t", *[F.sum(name).over(_by_entity(running=True)).alias(name) for name in ["__count", *contributions]])
+    outputs = []
+    for aggregation in aggregations:
+        name, function = aggregation.name, aggregation.function
+        if function == "count":
+            outputs.append(F.col("__count").alias(name))
+        elif function in ("sum", "mean", "stddev"):
+            outputs.append(_sum_based(aggregation, input_types).alias(name))
+    return running.select("_entity", "_t", *outputs)
+
+
+def _sum_based(aggregation: Aggregation, input_types: dict[str, DType]):
+    """sum, mean or stddev from the running n, Σx and Σx², computed as pandas computes them."""
+    from pyspark.sql import functions as F
+
+    name, function = aggregation.name, aggregation.function
+    input_type = aggregation.input.dtype(input_types)
+    divisor = F.lit(float(10 ** input_type.scale))
+    n, s = F.col(f"{name}__n"), F.col(f"{name}__s")
+    if function == "sum":
+        return s
+    if function == "mean":
+        return F.when(n > 0, s.cast("double") / n.cast("double") / divisor)
+    q = F.col(f"{name}__q")
+    if input_type.kind in ("int", "decimal"):
+        # n·Σx² − (Σx)² exactly, as pandas does with Python ints: each product is below
+        # 2^126 < 10^38 while n, Σx and Σx² are longs.
+        wide = "decimal(38,0)"
+        numerator = (n.cast(wide) * q.cast(wide) - s.cast(wide) * s.cast(wide)).cast("double")
+    else:
+        numerator = n.cast("double") * q - s * s
+    variance = numerator / (n * (n - F.lit(1))).cast("double")
+    return F.when(n >= 2, F.sqrt(F.greatest(variance, F.lit(0.0))) / divisor)
+
+
+def _distinct_counts(members, aggregation: Aggregation):
+    """count_distinct at every instant a non-null value joins or leaves (``_distinct_counts``).
+
+    A value counts while its multiplicity among live members is above zero.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    value = F.col(_input_name(aggregation))
+    present = members.filter(value.isNotNull()).select("_entity", "_start", "_end", value.alias("_value"))
+    per_value = _events(present, ["_value"]).groupBy("_entity", "_value", "_t").agg(F.sum("_sign").alias("_delta"))
+    by_value = Window.partitionBy("_entity", "_value").orderBy("_t")
+    multiplicity = F.sum("_delta").over(by_value.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    per_value = per_value.select("_entity", "_value", "_t", multiplicity.alias("_m"))
+    change = (F.col("_m") > 0).cast("long") - (F.lag("_m", 1, 0).over(by_value) > 0).cast("long")
+    per_instant = per_value.select("_entity", "_t", change.alias("_change")).groupBy("_entity", "_t").agg(
+        F.sum("_change").alias("_change"))
+    return per_instant.select("_entity", "_t", F.sum("_change").over(_by_entity(running=True)).alias("_value"))
+
+
+def _ordered_extreme(members, aggregation: Aggregation):
+    """min, max or last among the members live at each instant one joins or leaves.
+
+    An interval join of those instants to the memberships holding them (start <= t < end).
+    ``last`` is the value of the live member with the greatest (event time, lsn, _pk), a
+    null value included; ties (one key, one lsn) go to the earlier change, as the pandas
+    heap does.
+    """
+    from pyspark.sql import functions as F
+
+    function = aggregation.function
+    live = members.select("_entity", "_start", "_end", "_event", "_lsn", "_pk", "_rank", "_seq",
+                          F.col(_input_name(aggregation)).alias("_value"))
+    if function in ("min", "max"):
+        live = live.filter(F.col("_value").isNotNull())
+    instants = _events(live, []).select("_entity", "_t").distinct()
+    candidates = live.withColumnRenamed("_entity", "_member_entity")
+    holding = (F.col("_member_entity") == F.col("_entity")) & (F.col("_start") <= F.col("_t")) & (
+        F.col("_t") < F.col("_end"))
+    joined = instants.join(candidates, holding, "left")
+    if function == "min":
+        result = F.min("_value")
+    elif function == "max":
+        result = F.max("_value")
+    else:
+        newest = F.struct(F.col("_event"), F.col("_lsn"), F.col("_pk"), (-F.col("_rank")).alias("r"),
+                          (-F.col("_seq")).alias("q"), F.col("_value").alias("v"))
+        result = F.max(F.when(F.col("_member_entity").isNotNull(), newest))["v"]
+    return joined.groupBy("_entity", "_t").agg(result.alias("_value"))
+
+
+def _aggregation_history(versions, view: FeatureView, live_after: int | None):
+    """Every value change of an aggregation view: (_entity, _t, feature values...)."""
+    from pyspark.sql import functions as F
+
+    input_types = view.input_dtypes()
+    groups = _window_groups(view)
+    members = _computed_once(_memberships(versions, view, groups, live_after))
+    pieces = []
+    for index, (_, aggregations) in enumerate(groups):
+        group = members.filter(F.col("_group") == F.lit(index))
+        sums = _running_sums(group, aggregations, input_types)
+        names = [a.name for a in aggregations if a.function in ("count", "sum", "mean", "stddev")]
+        pieces.append(sums.select("_entity", "_t", F.struct(F.col("_t").alias("t"), *names).alias(f"__group_{index}")))
+        for aggregation in aggregations:
+            if aggregation.function == "count_distinct":
+                piece = _distinct_counts(group, aggregation)
+            elif aggregation.function in ("min", "max", "last"):
+                piece = _ordered_extreme(group, aggregation)
+            else:
+                continue
+            pieces.append(piece.select("_entity", "_t", F.struct(
+                F.col("_t").alias("t"), F.col("_value").alias("v")).alias(f"__agg_{aggregation.name}")))
+    history = _align_window_groups(view, groups, pieces)
+    output_types = view.stored_dtypes_without_derived()
+    columns = []
+    for aggregation in view.aggregations:
+        column = F.col(aggregation.name)
+        if aggregation.function in ("count", "count_distinct", "sum"):
+            column = F.coalesce(column, F.lit(0))  # nothing in the window yet: count 0, sum 0
+        columns.append(column.cast(_spark_type(output_types[aggregation.name])).alias(aggregation.name))
+    return history.select("_entity", "_t", *columns)
+
+
+def _align_window_groups(view: FeatureView, groups, pieces: list):
+    """Every group's values on the union of all groups' instants (``_align_window_groups``).
+
+    The pieces meet in one union, sorted per entity by instant. Carried forward with
+    ``last(ignorenulls)``, a group's struct is its whole row at its latest instant at or
+    before, its own nulls kept. A count_distinct, min, max or last holds a value only at the
+    instants where it had a row itself (otherwise null, like the pandas join), so it is
+    taken only when its latest instant is its group's latest instant. Of the rows of one
+    instant only the last, which has seen them all, is kept.
+    """
+    from functools import reduce
+
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    tagged = [piece.withColumn("_piece", F.lit(number)) for number, piece in enumerate(pieces)]
+    union = reduce(lambda left, right: left.unionByName(right, allowMissingColumns=True), tagged)
+    in_order = Window.partitionBy("_entity").orderBy("_t", "_piece")
+    so_far = in_order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    structs = [name for name in union.columns if name.startswith("__")]
+    carried = union.select("_entity", "_t", *[F.last(name, ignorenulls=True).over(so_far).alias(name) for name in structs],
+                           F.lead("_t").over(in_order).alias("_next_t"))
+    carried = carried.filter(F.col("_next_t").isNull() | (F.col("_next_t") != F.col("_t")))
+    values = []
+    for index, (_, aggregations) in enumerate(groups):
+        row = F.col(f"__group_{index}")
+        for aggregation in aggregations:
+            if aggregation.function in ("count", "sum", "mean", "stddev"):
+                values.append(row[aggregation.name].alias(aggregation.name))
+            else:
+                own = F.col(f"__agg_{aggregation.name}")
+                values.append(F.when(own["t"] == row["t"], own["v"]).alias(aggregation.name))
+    return carried.select("_entity", "_t", *values)
+
+
+# -- step 6: latest-state views -----------------------------------------------------------------
+
+def _latest_state_history(versions, view: FeatureView):
+    """A row when a version becomes current, a ``_deleted`` row when a delete or truncate ends it.
+
+    Of several rows of one entity at one instant (one transaction) the last stands: in
+    (lsn, deleted, op rank, row order) order, a ``_deleted`` row counting as lsn +∞.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    input_types = view.input_dtypes()
+    output_types = view.stored_dtypes_without_derived()
+    current = versions.filter(F.col("known_from") < F.col("known_to"))
+    gone = F.col("closed_by").isin("delete", "truncate")
+    sides = F.explode(F.array(
+        F.struct(F.col("known_from").alias("t"), F.col("_lsn").alias("lsn"), F.lit(False).alias("deleted")),
+        F.when(gone, F.struct(F.col("known_to").alias("t"), F.lit(NO_END).alias("lsn"), F.lit(True).alias("deleted")))))
+    features = {f.name: f.expression.to_spark(input_types).cast(_spark_type(output_types[f.name])) for f in view.features}
+    rows = current.select(F.col(view.entity_column).alias("_entity"), "_rank", "_file", "_seq",
+                          *[column.alias(name) for name, column in features.items()], sides.alias("_side"))
+    rows = rows.filter(F.col("_side").isNotNull()).select(
+        "_entity", F.col("_side.t").alias("_t"), F.col("_side.lsn").alias("_lsn"),
+        F.col("_side.deleted").alias("_deleted"), "_rank", "_file", "_seq",
+        *[F.when(~F.col("_side.deleted"), F.col(name)).alias(name) for name in features])
+    in_order = Window.partitionBy("_entity").orderBy("_t", "_lsn", "_deleted", "_rank", "_file", "_seq")
+    next_t = F.lead("_t").over(in_order)
+    rows = rows.withColumn("_next_t", next_t).filter(F.col("_next_t").isNull() | (F.col("_next_t") != F.col("_t")))
+    return rows.select("_entity", "_t", *features, "_deleted")
+
+
+# -- step 7: the whole computation ----------------------------------------------------------------
+
+def _drop_unchanged_within_hour(history, value_columns: list[str]):
+    """A row equal to the entity's previous row in the same hour goes; the hour's first stays."""
+    from pyspark.sql import functions as F
+
+    by_entity = _by_entity(running=False)
+
+    def hour(column):
+        return column - F.pmod(column, F.lit(HOUR_MICROS))  # the start of its hour (floor, exactly)
+
+    previous_t = F.lag("_t").over(by_entity)
+    unchanged = previous_t.isNotNull() & (hour(previous_t) == hour(F.col("_t")))
+    for name in value_columns:
+        unchanged = unchanged & F.lag(F.col(name)).over(by_entity).eqNullSafe(F.col(name))
+    return history.withColumn("__drop", unchanged).filter(~F.col("__drop")).drop("__drop")
+
+
+def _computed_once(frame):
+    """Materialize a frame that several branches of the plan read (a local checkpoint).
+
+    Without it each branch recomputes the frame from the change log, and the optimizer plans
+    that whole subtree once per branch: on small inputs the planning costs more than the work.
+    The checkpoint keeps the frame's partitioning, so what follows still needs no shuffle.
+    """
+    return frame.localCheckpoint(eager=True)
+
+
+def compute_history_spark(spark, change_log: pa.Table | Iterable[str], view: FeatureView,
+                          emit: HistoryRange) -> pa.Table:
+    """The view's value changes with valid_from in ``emit``, as an Arrow table (history_schema).
+
+    ``change_log`` is the source table's change log: an Arrow table (change_log_schema) or
+    the paths of change-log Parquet partitions. The result equals
+    ``pandas_engine.compute_history`` on the same change log, bit for bit.
+    """
+    from pyspark.sql import functions as F
+
+    if view.transform is not None:
+        needed = set(view.source.column_names)  # the transform may read any of them
+    elif view.is_aggregation_view:
+        needed = {view.entity_column, view.timestamp_field}
+        for aggregation in view.aggregations:
+            needed |= aggregation.input.columns() if aggregation.input is not None else set()
+    else:
+        needed = {view.entity_column, *[c for f in view.features for c in f.expression.columns()]}
+    versions = _row_versions(_load(spark, change_log, view), view, needed)
+    if view.transform is not None:
+        versions = _apply_row_transform(versions, view)
+    if view.is_aggregation_view:
+        history = _aggregation_history(versions, view, emit.start)
+    else:
+        history = _latest_state_history(versions, view)
+    in_range = F.col("_t") < F.lit(emit.end)
+    if emit.start is not None:
+        in_range = in_range & (F.col("_t") >= F.lit(emit.start))
+    history = history.filter(in_range)
+    stored_types = view.stored_dtypes_without_derived()
+    for derived in view.derived:
+        dtype = derived.expression.dtype(stored_types)
+        history = history.withColumn(derived.name, derived.expression.to_spark(stored_types).cast(_spark_type(dtype)))
+        stored_types[derived.name] = dtype
+    value_columns = list(view.stored_dtypes()) + ([] if view.is_aggregation_view else ["_deleted"])
+    history = _drop_unchanged_within_hour(history, value_columns)
+    return _to_arrow(history.select("_entity", "_t", *value_columns), view)
+
+
+def _apply_row_transform(versions, view: FeatureView):
+    """Run the view's own Spark code on the row versions (``apply_row_transform``)."""
+    from pyspark.sql import functions as F
+
+    if view.transform.spark is None:
+        raise ValueError(f"feature view {view.name!r}: its transform has no spark function")
+    transformed = view.transform.spark(versions)
+    missing = [c for c in [*versions.columns, *view.transform.columns] if c not in transformed.columns]
+    if missing:
+        raise ValueError(f"feature view {view.name!r}: transform.spark dropped or did not add columns {missing}")
+    return transformed.select(*[F.col(c) for c in versions.columns], *[
+        F.col(name).cast(_spark_type(dtype)).alias(name) for name, dtype in view.transform.columns.items()])
+
+
+def _to_arrow(history, view: FeatureView) -> pa.Table:
+    schema = view.history_schema()
+    result = history.toArrow()
+    timestamp = pa.timestamp("us", tz="UTC")
+    arrays = [result.column("_entity").cast(schema.field(0).type), result.column("_t").cast(pa.int64()).cast(timestamp)]
+    for name, dtype in view.stored_dtypes().items():
+        column = result.column(name)
+        if dtype.kind == "decimal":
+            # The unscaled integer, reinterpreted at the feature's scale (no rescaling).
+            unscaled = pc.cast(column.cast(pa.int64()), pa.decimal128(38, 0))
+            arrays.append(pa.chunked_array([chunk.view(pa.decimal128(38, dtype.scale)) for chunk in unscaled.chunks],
+                                           type=pa.decimal128(38, dtype.scale)))
+        elif dtype.kind == "timestamp":
+            arrays.append(column.cast(pa.int64()).cast(timestamp))
+        else:
+            arrays.append(column.cast(schema.field(name).type))
+    if "_deleted" in schema.names:
+        arrays.append(result.column("_deleted").cast(pa.bool_()))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    return table.sort_by([("valid_from", "ascending"), (schema.names[0], "ascending")])
