@@ -98,12 +98,16 @@ def row_versions(changes: pd.DataFrame) -> pd.DataFrame:
     has_next[:-1] = keys[1:] == keys[:-1]
     next_commit = np.full(len(rows), NO_END, dtype=np.int64)
     next_commit[:-1] = np.where(has_next[:-1], commits[1:], NO_END)
+    lsns = rows["_lsn"].to_numpy(dtype=np.int64)
+    next_lsn = np.full(len(rows), NO_END, dtype=np.int64)
+    next_lsn[:-1] = np.where(has_next[:-1], lsns[1:], NO_END)
     next_is_version = np.zeros(len(rows), dtype=bool)
     next_is_version[:-1] = np.isin(ops[1:], VERSION_OPS)
     is_version = rows["_op"].isin(VERSION_OPS).to_numpy()
     versions = rows[is_version].copy()
     versions["known_from"] = commits[is_version]
     versions["known_to"] = next_commit[is_version]
+    versions["closed_by_lsn"] = next_lsn[is_version]  # orders a deletion among changes at one instant
     closed_by = np.where(~has_next, None, np.where(next_is_version, "version", "delete"))
     versions["closed_by"] = closed_by[is_version]
     if len(truncates) and len(versions):
@@ -113,8 +117,10 @@ def row_versions(changes: pd.DataFrame) -> pd.DataFrame:
         position = np.searchsorted(truncate_lsn, versions["_lsn"].to_numpy(), side="right")
         has_truncate = position < len(truncate_lsn)
         cut = np.where(has_truncate, truncate_commit[np.minimum(position, len(truncate_lsn) - 1)], NO_END)
+        cut_lsn = np.where(has_truncate, truncate_lsn[np.minimum(position, len(truncate_lsn) - 1)], NO_END)
         truncated = cut < versions["known_to"].to_numpy()
         versions.loc[truncated, "closed_by"] = "truncate"
+        versions.loc[truncated, "closed_by_lsn"] = cut_lsn[truncated]
         versions["known_to"] = np.minimum(versions["known_to"].to_numpy(), cut)
     return versions.reset_index(drop=True)
 
@@ -186,8 +192,8 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
     """count, sum, mean, stddev: cumulative sums of signed contributions per entity."""
     columns: dict[str, pd.Series] = {}
     for aggregation in aggregations:
-        if aggregation.function == "count" or aggregation.input is None:
-            continue
+        if aggregation.function not in ("sum", "mean", "stddev"):
+            continue  # count needs no input; min, max, last, count_distinct are swept separately
         values = inputs[aggregation.name]
         exact = aggregation.input.dtype(input_types).kind in ("int", "decimal")
         filled = values.fillna(0).astype(np.int64 if exact else np.float64)
@@ -332,13 +338,16 @@ def aggregation_history(versions: pd.DataFrame, view: FeatureView, live_after: i
         members = _memberships(versions, view, window, live_after)
         inputs = {a.name: a.input.to_pandas(members, input_types) for a in aggregations if a.input is not None}
         part = _running_sums(members, aggregations, inputs, input_types)
+        swept = []
         for aggregation in aggregations:
             if aggregation.function == "count_distinct":
-                part = part.join(_distinct_counts(members, inputs[aggregation.name]).rename(aggregation.name), how="outer")
+                swept.append(_distinct_counts(members, inputs[aggregation.name]).rename(aggregation.name).to_frame())
             elif aggregation.function in ("min", "max", "last"):
                 extreme = _ordered_extreme(members, inputs[aggregation.name], aggregation.function)
-                part = part.join(extreme.rename(aggregation.name), how="outer")
-        parts.append(part)
+                swept.append(extreme.rename(aggregation.name).to_frame())
+        # Distinct counts and extremes change only when a member with a value joins or leaves;
+        # at the group's other instants (a null-valued member) they keep their last value.
+        parts.append(_align_window_groups([part, *swept]) if swept else part)
     history = _align_window_groups(parts)
     output_types = view.stored_dtypes_without_derived()
     for aggregation in view.aggregations:
@@ -389,18 +398,25 @@ def _typed(column: pd.Series, dtype: DType) -> pd.Series:
 def latest_state_history(versions: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
     """A row when a version becomes current, and a ``_deleted`` row when the entity disappears."""
     input_types = view.input_dtypes()
+    def entity_of(frame: pd.DataFrame) -> pd.Series:
+        column = frame[view.entity_column]
+        return column.astype(np.int64) if input_types[view.entity_column].kind == "int" else column
+
+    # A version that ends at the instant it begins (two changes of a key in one commit) is
+    # never current, but how it ends still counts: an update then a delete in one commit
+    # leaves the entity deleted.
     current = versions[versions["known_from"] < versions["known_to"]].reset_index(drop=True)
-    rows = pd.DataFrame({"_entity": current[view.entity_column].astype(np.int64)
-                         if input_types[view.entity_column].kind == "int" else current[view.entity_column],
-                         "_t": current["known_from"], "_lsn": current["_lsn"], "_deleted": False})
+    rows = pd.DataFrame({"_entity": entity_of(current), "_t": current["known_from"], "_lsn": current["_lsn"],
+                         "_deleted": False})
     for feature in view.features:
         rows[feature.name] = feature.expression.to_pandas(current, input_types).to_numpy()
-    gone = current[current["closed_by"].isin(["delete", "truncate"]).to_numpy()]
-    deleted = pd.DataFrame({"_entity": rows["_entity"][gone.index], "_t": gone["known_to"],
-                            "_lsn": np.iinfo(np.int64).max, "_deleted": True})
+    gone = versions[versions["closed_by"].isin(["delete", "truncate"]).to_numpy()].reset_index(drop=True)
+    deleted = pd.DataFrame({"_entity": entity_of(gone), "_t": gone["known_to"],
+                            "_lsn": gone["closed_by_lsn"].astype(np.int64), "_deleted": True})
     for feature in view.features:
         deleted[feature.name] = None
-    history = pd.concat([rows, deleted], ignore_index=True).sort_values(["_entity", "_t", "_lsn"], kind="stable")
+    history = pd.concat([frame for frame in (rows, deleted) if len(frame)] or [rows], ignore_index=True)
+    history = history.sort_values(["_entity", "_t", "_lsn"], kind="stable")
     # Several changes of one entity at one instant (one transaction): the last one stands.
     history = history.drop_duplicates(["_entity", "_t"], keep="last")
     output_types = view.stored_dtypes_without_derived()
