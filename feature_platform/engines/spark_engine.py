@@ -32,11 +32,12 @@ change log outgrows one machine. Step by step, with the pandas function each one
    ``(event time, lsn, _pk)``, its null included.
 5. **Alignment** (``_align_window_groups``): all pieces meet in one union, sorted per entity
    by instant; ``last(struct, ignorenulls)`` carries each group's row forward (its own nulls
-   kept), and count_distinct / min / max / last hold a value only at the instants where they
-   had a row themselves — null elsewhere, as the pandas outer join leaves them.
+   kept), and each count_distinct / min / max / last forward too, from the instants where it
+   had a row itself (before its first: null, count_distinct 0), as pandas aligns them.
 6. **Latest-state views** (``latest_state_history``): a row per version becoming current, a
-   ``_deleted`` row when a delete or truncate closes one; of one entity's rows at one
-   instant the last in (lsn, deleted, op rank) order stands.
+   ``_deleted`` row (at the lsn of the change that closed it) when a delete or truncate
+   closes any version, an empty one included; of one entity's rows at one instant the last
+   in (lsn, deleted, key, op rank) order stands.
 7. **Emit range, derived features** (``Expr.to_spark``), **drop_unchanged_within_hour**
    (``lag`` per entity; an hour's first row always stays), then Arrow with
    ``view.history_schema()``, sorted by (valid_from, join key) like ``to_arrow``.
@@ -144,10 +145,12 @@ def _row_versions(changes, view: FeatureView, needed: set[str]):
         filled.append(F.when(masked, source.over(earlier)["v"]).otherwise(F.col(name)).alias(name))
     next_op = F.lead("_op").over(by_key)
     next_commit = F.lead("_commit").over(by_key)
+    next_lsn = F.lead("_lsn").over(by_key)  # orders a deletion among changes at one instant
     kept = ("_op", "_lsn", "_commit", "_pk", "_rank", "_file", "_seq")
     rows = rows.select(
         *filled, *kept,
         F.coalesce(next_commit, F.lit(NO_END)).alias("known_to"),
+        F.coalesce(next_lsn, F.lit(NO_END)).alias("closed_by_lsn"),
         F.when(next_op.isNull(), F.lit(None).cast("string"))
          .when(next_op.isin(*VERSION_OPS), F.lit("version")).otherwise(F.lit("delete")).alias("closed_by"))
     versions = rows.filter(is_version).withColumn("known_from", F.col("_commit"))
@@ -162,8 +165,10 @@ def _row_versions(changes, view: FeatureView, needed: set[str]):
     versions = versions.join(F.broadcast(truncates), in_interval, "left")
     cut = F.coalesce(F.col("_cut"), F.lit(NO_END))
     return versions.select(
-        *[c for c in versions.columns if c not in ("known_to", "closed_by", "_cut", "_cut_lsn", "_cut_after")],
+        *[c for c in versions.columns
+          if c not in ("known_to", "closed_by", "closed_by_lsn", "_cut", "_cut_lsn", "_cut_after")],
         F.when(cut < F.col("known_to"), F.lit("truncate")).otherwise(F.col("closed_by")).alias("closed_by"),
+        F.when(cut < F.col("known_to"), F.col("_cut_lsn")).otherwise(F.col("closed_by_lsn")).alias("closed_by_lsn"),
         F.least(F.col("known_to"), cut).alias("known_to"))
 
 
@@ -386,10 +391,11 @@ def _align_window_groups(view: FeatureView, groups, pieces: list):
 
     The pieces meet in one union, sorted per entity by instant. Carried forward with
     ``last(ignorenulls)``, a group's struct is its whole row at its latest instant at or
-    before, its own nulls kept. A count_distinct, min, max or last holds a value only at the
-    instants where it had a row itself (otherwise null, like the pandas join), so it is
-    taken only when its latest instant is its group's latest instant. Of the rows of one
-    instant only the last, which has seen them all, is kept.
+    before, its own nulls kept. A count_distinct, min, max or last is likewise its value at
+    its own latest instant at or before (a null value there kept): at the group's other
+    instants (a null-valued member joining or leaving) it keeps its last value, and before
+    its first instant it is null. Of the rows of one instant only the last, which has seen
+    them all, is kept.
     """
     from functools import reduce
 
@@ -411,8 +417,9 @@ def _align_window_groups(view: FeatureView, groups, pieces: list):
             if aggregation.function in ("count", "sum", "mean", "stddev"):
                 values.append(row[aggregation.name].alias(aggregation.name))
             else:
-                own = F.col(f"__agg_{aggregation.name}")
-                values.append(F.when(own["t"] == row["t"], own["v"]).alias(aggregation.name))
+                # Its latest own value at or before the instant (its instants are a subset of
+                # its group's): carried over the group's other instants, like pandas's forward fill.
+                values.append(F.col(f"__agg_{aggregation.name}")["v"].alias(aggregation.name))
     return carried.select("_entity", "_t", *values)
 
 
@@ -421,27 +428,32 @@ def _align_window_groups(view: FeatureView, groups, pieces: list):
 def _latest_state_history(versions, view: FeatureView):
     """A row when a version becomes current, a ``_deleted`` row when a delete or truncate ends it.
 
-    Of several rows of one entity at one instant (one transaction) the last stands: in
-    (lsn, deleted, op rank, row order) order, a ``_deleted`` row counting as lsn +∞.
+    Every version closed by a delete or truncate gives a ``_deleted`` row, even one that is
+    never current (known_from == known_to: an update then a delete in one commit), at the
+    lsn of the change that closed it (``closed_by_lsn``). Of several rows of one entity at
+    one instant (one transaction) the last stands, in (lsn, deleted, key, op rank, row order)
+    order, as pandas's stable sort of its versions leaves them.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     input_types = view.input_dtypes()
     output_types = view.stored_dtypes_without_derived()
-    current = versions.filter(F.col("known_from") < F.col("known_to"))
+    current = F.col("known_from") < F.col("known_to")
     gone = F.col("closed_by").isin("delete", "truncate")
     sides = F.explode(F.array(
-        F.struct(F.col("known_from").alias("t"), F.col("_lsn").alias("lsn"), F.lit(False).alias("deleted")),
-        F.when(gone, F.struct(F.col("known_to").alias("t"), F.lit(NO_END).alias("lsn"), F.lit(True).alias("deleted")))))
+        F.when(current, F.struct(F.col("known_from").alias("t"), F.col("_lsn").alias("lsn"),
+                                 F.lit(False).alias("deleted"))),
+        F.when(gone, F.struct(F.col("known_to").alias("t"), F.col("closed_by_lsn").alias("lsn"),
+                              F.lit(True).alias("deleted")))))
     features = {f.name: f.expression.to_spark(input_types).cast(_spark_type(output_types[f.name])) for f in view.features}
-    rows = current.select(F.col(view.entity_column).alias("_entity"), "_rank", "_file", "_seq",
+    rows = versions.select(F.col(view.entity_column).alias("_entity"), "_pk", "_rank", "_file", "_seq",
                           *[column.alias(name) for name, column in features.items()], sides.alias("_side"))
     rows = rows.filter(F.col("_side").isNotNull()).select(
         "_entity", F.col("_side.t").alias("_t"), F.col("_side.lsn").alias("_lsn"),
-        F.col("_side.deleted").alias("_deleted"), "_rank", "_file", "_seq",
+        F.col("_side.deleted").alias("_deleted"), "_pk", "_rank", "_file", "_seq",
         *[F.when(~F.col("_side.deleted"), F.col(name)).alias(name) for name in features])
-    in_order = Window.partitionBy("_entity").orderBy("_t", "_lsn", "_deleted", "_rank", "_file", "_seq")
+    in_order = Window.partitionBy("_entity").orderBy("_t", "_lsn", "_deleted", "_pk", "_rank", "_file", "_seq")
     next_t = F.lead("_t").over(in_order)
     rows = rows.withColumn("_next_t", next_t).filter(F.col("_next_t").isNull() | (F.col("_next_t") != F.col("_t")))
     return rows.select("_entity", "_t", *features, "_deleted")
