@@ -200,6 +200,11 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
         columns[f"{aggregation.name}__n"] = values.notna().astype(np.int64)
         columns[f"{aggregation.name}__s"] = filled
         if aggregation.function == "stddev":
+            if exact and len(filled) and float(np.abs(filled).max()) ** 2 * len(filled) >= 2.0 ** 62:
+                # Σx² is kept in int64 so both engines stay exact and identical; refuse loudly
+                # rather than wrap around (unscaled values this large need another representation).
+                raise OverflowError(f"{aggregation.name}: values up to {int(np.abs(filled).max())} (unscaled) "
+                                    "are too large for an exact int64 sum of squares")
             columns[f"{aggregation.name}__q"] = filled * filled
     events = _events(members, columns)
     signed = {name: events[name] * events["_sign"] for name in columns}
@@ -220,7 +225,8 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
         if function == "sum":
             result[name] = s.astype("Int64") if s.dtype == np.int64 else s.astype("Float64")
         elif function == "mean":
-            mean = s.astype(np.float64) / n.astype(np.float64) / float(10 ** scale)
+            # One division of two exact integers: the correctly rounded double of the exact mean.
+            mean = s.astype(np.float64) / (n.astype(np.int64) * 10 ** scale).astype(np.float64)
             result[name] = pd.Series(mean, dtype="Float64").where(n > 0)
         else:
             q = running[f"{name}__q"]

@@ -43,7 +43,7 @@ change log outgrows one machine. Step by step, with the pandas function each one
    ``view.history_schema()``, sorted by (valid_from, join key) like ``to_arrow``.
 
 Floats are bit-identical because both engines make them from the same integers in the same
-IEEE operations: ``mean = double(Σx) / double(n) / 10^scale`` and
+IEEE operations: ``mean = double(Σx) / double(n·10^scale)`` and
 ``stddev = sqrt(double(n·Σx² − (Σx)²) / double(n(n−1))) / 10^scale``, the numerator exact in
 ``DECIMAL(38,0)`` as pandas's is in Python ints. (Sums over a *float* input column depend on
 summation order, so they may differ in the last bits; the demo views aggregate only ints
@@ -289,7 +289,8 @@ def _sum_based(aggregation: Aggregation, input_types: dict[str, DType]):
     if function == "sum":
         return s
     if function == "mean":
-        return F.when(n > 0, s.cast("double") / n.cast("double") / divisor)
+        # One division of two exact integers, as pandas: the correctly rounded exact mean.
+        return F.when(n > 0, s.cast("double") / (n * F.lit(10 ** input_type.scale)).cast("double"))
     q = F.col(f"{name}__q")
     if input_type.kind in ("int", "decimal"):
         # n·Σx² − (Σx)² exactly, as pandas does with Python ints: each product is below
