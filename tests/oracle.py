@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from decimal import Decimal
 from fractions import Fraction
 
 from feature_platform.expressions import Column, Literal, _Binary, _IsNull, _Length, _When
@@ -191,3 +192,7 @@ def empty_values(view) -> dict:
     for derived in view.derived:
         values[derived.name] = evaluate(derived.expression, values)
     return values
+
+
+def as_decimal(value) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(value)
