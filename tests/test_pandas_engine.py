@@ -5,10 +5,7 @@ sharing an lsn, several changes committed at one instant, primary-key changes as
 and a create with one lsn, truncates, TOASTed columns), runs ``compute_history`` and
 checks the history, looked up as of many instants, against values computed directly
 from the semantics. Further properties: partition independence, incremental runs on a
-prefix of the log, late-landing changes, and money values up to what the source types allow.
-
-``FP_ENGINE_EXAMPLES=10`` runs ten times as many examples; ``FP_ENGINE_SHRINK=1`` shrinks a
-failure to a minimal change log (minutes per failing test, so it is off by default).
+prefix of the log, and late-landing changes.
 """
 
 from __future__ import annotations
