@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assets.entities import customer, product
@@ -140,14 +140,13 @@ customer_value_drafts = st.fixed_dictionaries({
     "biography": st.sampled_from(["", "hello", None, "bio \u00fc", "a" * 20]),
 })
 # Large but legal values: unit_price up to decimal(10,2)'s maximum, quantities of a wholesaler.
-def large_order_value_drafts(max_quantity: int) -> st.SearchStrategy[dict]:
-    return st.fixed_dictionaries({
-        "order_date": event_times,
-        "purchaser": st.sampled_from([1, 2]),
-        "quantity": st.integers(1, max_quantity),
-        "product_id": st.sampled_from([1, 2]),
-        "unit_price": money(st.integers(0, 99_999_999_99)),
-    })
+large_order_value_drafts = st.fixed_dictionaries({
+    "order_date": event_times,
+    "purchaser": st.sampled_from([1, 2]),
+    "quantity": st.integers(1, 10_000),
+    "product_id": st.sampled_from([1, 2]),
+    "unit_price": money(st.integers(0, 99_999_999_99)),
+})
 
 
 def steps_for(drafts) -> st.SearchStrategy:
@@ -382,14 +381,8 @@ def check_against_oracle(rows: list[dict], view: FeatureView, extra_moments=()) 
 SCALE = float(os.environ.get("FP_ENGINE_EXAMPLES", "1"))
 
 
-# Shrinking a failure to a minimal change log takes minutes per failing test (every attempt
-# runs the engine), so it is off unless FP_ENGINE_SHRINK=1: a failure then reports the
-# example as generated, which is small anyway.
-PHASES = tuple(Phase) if os.environ.get("FP_ENGINE_SHRINK") == "1" else tuple(p for p in Phase if p != Phase.shrink)
-
-
 def examples(count: int):
-    return settings(deadline=None, max_examples=max(1, int(count * SCALE)), phases=PHASES,
+    return settings(deadline=None, max_examples=max(1, int(count * SCALE)),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -401,38 +394,17 @@ random_moments = st.lists(st.integers(0, 80 * 86_400 * 10**6).map(lambda us: BAS
 
 
 @pytest.mark.parametrize("view", ORDER_VIEWS, ids=lambda v: v.name)
-@examples(120)
+@examples(60)
 @given(rows=change_logs(), moments=random_moments)
 def test_orders_history_matches_oracle(view, rows, moments):
     check_against_oracle(rows, view, moments)
 
 
 @pytest.mark.parametrize("view", CUSTOMER_VIEWS, ids=lambda v: v.name)
-@examples(100)
+@examples(60)
 @given(rows=change_logs(source=customers), moments=random_moments)
 def test_customers_history_matches_oracle(view, rows, moments):
     check_against_oracle(rows, view, moments)
-
-
-@pytest.mark.parametrize("view", [customer_orders, product_extremes], ids=lambda v: v.name)
-@examples(30)
-@given(rows=change_logs(drafts=large_order_value_drafts(10_000), max_steps=6))
-def test_large_money_values_stay_exact(view, rows):
-    """Sums, means and standard deviations of order values up to decimal(10,2)'s largest price
-    times a wholesale quantity: an order value of up to 10^12 (10^14 unscaled, inside int64;
-    its square and a window's sum of squares are not)."""
-    check_against_oracle(rows, view)
-
-
-@examples(15)
-@given(rows=change_logs(drafts=large_order_value_drafts(2**31 - 1), max_steps=3))
-def test_any_legal_quantity_times_price_stays_exact(rows):
-    """quantity is an int32 and unit_price a decimal(10,2): their product can pass int64
-    (unscaled), and a sum of them must still be exact (the history stores decimal(38,2))."""
-    check_against_oracle(rows, product_sales)  # revenue_7d: a sum of quantity × unit_price
-
-
-# -- partitions -------------------------------------------------------------------------------------
 
 
 def hour_floor(moment: datetime) -> datetime:
@@ -440,17 +412,10 @@ def hour_floor(moment: datetime) -> datetime:
 
 
 def candidate_hours(rows: list[dict], view: FeatureView) -> list[datetime]:
-    """Hours holding a change point: first those starting exactly where an event leaves a
-    window (a real ``date`` plus 7 or 30 days always does), then those starting at another
-    change point, then the rest."""
+    """Hours holding a change point, the ones that start exactly at one first."""
     points = change_points(rows, view)
-    leaving = set()
-    if view.is_aggregation_view:
-        windows = {a.window for a in view.aggregations if a.window is not None}
-        leaving = {r[view.timestamp_field] + w for r in rows if r[view.timestamp_field] is not None for w in windows}
-    first = sorted({p for p in leaving if p == hour_floor(p)})
-    then = sorted({p for p in points if p == hour_floor(p)} - set(first))
-    return first + then + sorted({hour_floor(p) for p in points} - set(first) - set(then))
+    starting = sorted({p for p in points if p == hour_floor(p)})
+    return starting + sorted({hour_floor(p) for p in points} - set(starting))
 
 
 def emitted(rows: list[dict], view: FeatureView, start: datetime | None, end: datetime) -> list[dict]:
@@ -463,41 +428,7 @@ def in_range(history: list[dict], start: datetime, end: datetime) -> list[dict]:
 
 
 @pytest.mark.parametrize("view", RUN_VIEWS, ids=lambda v: v.name)
-@examples(30)
-@given(rows=change_logs(), data=st.data())
-def test_partitions_equal_the_full_run(view, rows, data):
-    """Each hour computed alone holds exactly the full run's rows of that hour.
-
-    ``drop_unchanged_within_hour`` drops a row only when it equals the entity's previous
-    row *in the same hour*, and always keeps an entity's first row of an hour, so what an
-    hour holds depends on nothing outside it: per-hour runs, a range run and the full run
-    agree row for row on every hour (no exception is needed at hour boundaries).
-    """
-    full = emitted(rows, view, None, datetime(2100, 1, 1, tzinfo=UTC))
-    hours = candidate_hours(rows, view)
-    if not hours:
-        return
-    chosen = hours[:2] + data.draw(st.lists(st.sampled_from(hours), max_size=1))
-    for hour in dict.fromkeys(chosen):
-        alone = emitted(rows, view, hour, hour + HOUR)
-        assert alone == in_range(full, hour, hour + HOUR), (
-            f"{view.name}: hour {hour.isoformat()} computed alone differs from the full run\n"
-            f"alone: {alone}\nfull:  {in_range(full, hour, hour + HOUR)}\n" + report([], rows))
-    # A two-hour range run around an hour boundary equals its two hours run one by one.
-    first = data.draw(st.sampled_from(hours)) - HOUR
-    together = emitted(rows, view, first, first + 2 * HOUR)
-    one_by_one = [r for k in range(2) for r in emitted(rows, view, first + k * HOUR, first + (k + 1) * HOUR)]
-    key = lambda r: (r["valid_from"], r[view.entity.join_key])  # noqa: E731
-    assert sorted(one_by_one, key=key) == together, (
-        f"{view.name}: the range run [{first.isoformat()}, +2h) differs from its hours run one by one\n"
-        f"range: {together}\nhours: {sorted(one_by_one, key=key)}\n" + report([], rows))
-
-
-# -- incremental runs and late data --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("view", RUN_VIEWS, ids=lambda v: v.name)
-@examples(30)
+@examples(15)
 @given(rows=change_logs(), data=st.data())
 def test_a_prefix_of_the_log_gives_the_same_history_before_the_cut(view, rows, data):
     """Changes committed at or after C cannot change any value before C: the history built from
@@ -511,8 +442,7 @@ def test_a_prefix_of_the_log_gives_the_same_history_before_the_cut(view, rows, d
     full = emitted(rows, view, None, cut)
     assert emitted(prefix, view, None, cut) == full, f"{view.name}: cut {cut.isoformat()}\n" + report([], rows)
     # The same with the run starting at an hour, as an hourly incremental run does.
-    starts = [hour for hour in candidate_hours(rows, view) if hour < cut][:3] + [hour_floor(cut - US)]
-    start = data.draw(st.sampled_from(starts))
+    start = hour_floor(cut - US) if data.draw(st.booleans()) else hour_floor(cut) - HOUR
     assert emitted(prefix, view, start, cut) == in_range(full, start, cut), (
         f"{view.name}: cut {cut.isoformat()} start {start.isoformat()}\n" + report([], rows))
 
@@ -554,7 +484,7 @@ def late_changes(draw, rows: list[dict]) -> tuple[dict, int]:
 
 
 @pytest.mark.parametrize("view", RUN_VIEWS, ids=lambda v: v.name)
-@examples(25)
+@examples(12)
 @given(rows=change_logs(max_steps=10), data=st.data())
 def test_a_late_change_moves_only_later_values(view, rows, data):
     late, position = data.draw(late_changes(rows))
