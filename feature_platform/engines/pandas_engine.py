@@ -169,7 +169,7 @@ def _memberships(versions: pd.DataFrame, view: FeatureView, window_micros: int |
     if live_after is not None:
         # A membership that ended before the range adds and removes itself: no net effect on
         # any value in the range, so it need not be swept.
-        keep &= end > live_after
+        keep &= end >= live_after  # an exit exactly at the range start is a change in the range
     members = members[keep]
     entity = members[view.entity_column]
     members["_entity"] = entity.astype(np.int64) if entity.dtype == "Int64" else entity.astype(object)

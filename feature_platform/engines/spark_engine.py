@@ -219,7 +219,7 @@ def _memberships(versions, view: FeatureView, groups, live_after: int | None):
     members = members.select("*", start.alias("_start"), end.alias("_end")).drop("known_from", "known_to")
     keep = F.col("_start") < F.col("_end")
     if live_after is not None:
-        keep = keep & (F.col("_end") > F.lit(live_after))
+        keep = keep & (F.col("_end") >= F.lit(live_after))  # an exit at the range start is in the range
     partitions = int(versions.sparkSession.conf.get("spark.sql.shuffle.partitions"))
     return members.filter(keep).repartition(partitions, "_entity")
 
