@@ -85,6 +85,7 @@ class Topology:
         self.root, self.environment = root, environment
         self.processes: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, list[Path]] = {}
+        self.timings: list[str] = []  # how long each wait took, printed with the logs
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen:
         log = self.root / f"{name}-{len(self.logs.get(name, [])) + 1}.log"
@@ -127,7 +128,7 @@ class Topology:
                 pass
 
     def report(self) -> str:
-        parts = []
+        parts = ["----- waits -----", *self.timings]
         for name, logs in self.logs.items():
             for log in logs:
                 text = log.read_text(errors="replace") if log.exists() else "(no log)"
@@ -140,11 +141,13 @@ class Topology:
                 raise AssertionError(f"{name} exited ({process.returncode}) while waiting for {what}")
 
     def wait_until(self, predicate, timeout: float, what: str, interval: float = 1.0):
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
         while time.monotonic() < deadline:
             self.check_alive(what)
             value = predicate()
             if value:
+                self.timings.append(f"{time.monotonic() - began:6.1f} s  {what}")
                 return value
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
@@ -272,6 +275,13 @@ def scheduled_run_ids(instance: dg.DagsterInstance) -> set[str]:
         filters=dg.RunsFilter(tags={"dagster/schedule_name": "hourly_materialization"}))}
 
 
+def run_timing(record: RunRecord, landed: float) -> str:
+    """When the run was requested, started and ended, in seconds after its batch landed."""
+    moments = [record.create_timestamp.timestamp(), record.start_time, record.end_time]
+    return "run {}: requested +{:.0f} s, started +{:.0f} s, ended +{:.0f} s after its batch landed".format(
+        record.dagster_run.run_id[:8], *[(moment or landed) - landed for moment in moments])
+
+
 def materializations(instance: dg.DagsterInstance, key: dg.AssetKey) -> list:
     records = instance.fetch_materializations(key, limit=1000).records
     return [(record.run_id, record.asset_materialization.partition) for record in records]
@@ -312,6 +322,10 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
                                        "--working-directory", str(REPO), "-h", "127.0.0.1", "-p", str(code_port),
                                        "--location-name", LOCATION])
         topology.wait_until(lambda: code_server_loaded(code_port), 120, "the code server to load definitions.py", 2)
+        # Batch 1, three orders, lands as the daemon comes up: its first sensor tick takes it
+        # (rather than the tick 30 s later, which only makes the test slower).
+        land_orders(landing, offset=0, first_id=30_000, count=3)
+        landed = time.time()
         workspace_file = str(DEPLOY / "workspace.yaml")
         topology.start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port),
                                      "-w", workspace_file])
@@ -329,10 +343,10 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
         assert "postgres" in type(instance.run_storage).__module__
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
 
-        # -- batch 1: three orders ------------------------------------------------------------
-        land_orders(landing, offset=0, first_id=30_000, count=3)
+        # -- batch 1 ----------------------------------------------------------------------------
         [first] = topology.wait_until(lambda: finished(instance, 1), 240, "the sensor's first run to finish", 3)
         first_run = first.dagster_run
+        topology.timings.append(run_timing(first, landed))
         assert first_run.status == dg.DagsterRunStatus.SUCCESS, f"run {first_run.run_id} ended {first_run.status}"
         # Through the queue: the sensor's submission enqueued it (QUEUED); only the daemon's
         # queue loop launches a queued run (STARTING), then the run worker started and finished.
@@ -349,11 +363,13 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
         # -- the daemon dies; batch 2 lands while it is down; a new daemon starts -------------
         topology.kill("daemon")
         land_orders(landing, offset=3, first_id=40_000, count=2)
+        landed = time.time()
         time.sleep(2)
         assert len(sensor_runs(instance)) == 1  # nothing ticks without a daemon
         topology.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace_file])
         _, second = topology.wait_until(lambda: finished(instance, 2), 240, "the restarted daemon's run to finish", 3)
         second_run = second.dagster_run
+        topology.timings.append(run_timing(second, landed))
         assert second_run.status == dg.DagsterRunStatus.SUCCESS, f"run {second_run.run_id} ended {second_run.status}"
         assert lifecycle(instance, second_run.run_id) == lifecycle(instance, first_run.run_id)
         assert store.hget(key, "order_count_30d") == b"5"
@@ -381,6 +397,7 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
         print(topology.report(), file=sys.stderr)
         raise
     finally:
+        print("\n".join(["waits:", *topology.timings]))
         if instance is not None:
             instance.dispose()
         topology.stop_all()
