@@ -475,7 +475,7 @@ def test_compose_file_matches_the_instance_and_workspace():
         environment = {key: str(value) for key, value in service["environment"].items()}
         # Every variable the instance and the workspace read is set, and they agree with the
         # database the postgres service creates and the code server's address.
-        assert instance_env | workspace_env <= set(environment), (name, instance_env | workspace_env - set(environment))
+        assert instance_env | workspace_env <= set(environment), (name, (instance_env | workspace_env) - set(environment))
         assert environment["DAGSTER_POSTGRES_HOST"] == "postgres"
         assert environment["DAGSTER_POSTGRES_USER"] == postgres["POSTGRES_USER"]
         assert environment["DAGSTER_POSTGRES_PASSWORD"] == postgres["POSTGRES_PASSWORD"]
