@@ -516,3 +516,21 @@ def test_compose_file_matches_the_instance_and_workspace():
     assert platform["FP_SPARK_MASTER"] == "spark://spark-master:7077"
     assert "spark://spark-master:7077" in services["spark-worker"]["command"]
     assert {"landing", "offline", "dagster-storage", "postgres-data"} <= set(compose["volumes"])
+
+
+def test_dockerfile_copies_every_package_the_project_installs():
+    """The image holds what pyproject.toml installs: a new top-level package cannot go missing from it."""
+    import tomllib
+
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    copied = {source for line in dockerfile.splitlines() if line.startswith("COPY ")
+              for source in line.split()[1:-1] if not source.startswith("--")}
+    for source in copied:
+        assert (REPO / source).exists(), f"deploy/Dockerfile copies {source}, which is not in the repository"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {pattern.rstrip("*") for pattern in project["packages"]["find"]["include"]}
+    modules = {f"{module}.py" for module in project["py-modules"]}
+    assert packages | modules | {"pyproject.toml", "README.md"} <= copied, (packages | modules) - copied
+    # The code server's module is the one pyproject.toml names as the code location.
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]["project"]["code_location_target_module"]
+    assert f'"-m", "{target}"' in dockerfile
