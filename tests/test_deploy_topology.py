@@ -55,6 +55,7 @@ LOCATION = "feature_platform"
 SENSOR = "cdc_landing_sensor"
 SENSOR_TAG = "dagster/sensor_name"
 CDC_ORDERS = dg.AssetKey(["cdc", "orders"])
+TOPIC_ORDERS = dg.AssetKey(["topics", "orders"])
 ONLINE_CUSTOMER_ORDERS = dg.AssetKey(["online", "customer_orders"])
 PURCHASER = 1001
 
@@ -392,6 +393,13 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
                 assert partitions, f"{asset.to_user_string()} was not materialized by run {run_id}"
                 assert len(partitions) == len(set(partitions)), f"{asset.to_user_string()} twice: {partitions}"
                 assert set(partitions) <= hours, partitions
+        # Each landing file was announced once, by its own tick: the sensor's observations of
+        # the topic name one new file each, batch 1's then batch 2's (a tick that took batch 1
+        # again with batch 2 would name two files).
+        observed = [record.event_log_entry.asset_observation.metadata
+                    for record in instance.fetch_observations(TOPIC_ORDERS, limit=100, ascending=True).records]
+        assert [(entry["new_files"].value, entry["latest_file"].value) for entry in observed] == [
+            (1, landing_name(0, 0)), (1, landing_name(0, 3))]
         assert store.hget(key, "order_count_30d") == b"5"
     except BaseException:
         print(topology.report(), file=sys.stderr)
