@@ -30,7 +30,7 @@ from feature_platform.cdc.decoder import (
     parse_json,
 )
 from feature_platform.sources import SourceTable
-from feature_platform.storage import FileEntry, Store, UnsafePathError
+from feature_platform.storage import FileEntry, Listing, Store, UnsafePathError
 
 VALUE_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 SIDECAR_MARKERS = (".keys.", ".headers.")
@@ -114,12 +114,10 @@ def _check_inside_root(store: Store, relative: str) -> None:
 
 
 def _read_text(store: Store, relative: str) -> str:
-    # Not store.read_bytes(): pyarrow's open_input_stream defaults to compression="detect" and
-    # already gunzips a *.gz file, so gunzipping again refused every .json.gz landing file
-    # ("Not a gzipped file") and a corrupt one raised OSError out of the reader, crashing
-    # staging. Read the bytes exactly as stored and decompress here, once.
-    with store.fs.open_input_stream(store.full_path(relative), compression=None) as stream:
-        data = stream.read()
+    # The bytes exactly as stored (pyarrow's open_input_stream would default to
+    # compression="detect" and gunzip a *.gz file already, so gunzipping again refused every
+    # .json.gz file and a corrupt one raised OSError out of the reader): decompress here, once.
+    data = store.read_bytes(relative)
     if relative.endswith(".gz"):
         try:
             data = gzip.decompress(data)
@@ -209,3 +207,127 @@ def read_landing_file(store: Store, landing_file: LandingFile, table: SourceTabl
         except DecodeError:
             keys_text = None  # keys are an aid; the values carry the primary key themselves
     return decode_lines(text, table, keys_text)
+
+
+# -- incremental listing ------------------------------------------------------------------------
+
+@dataclass
+class ScanState:
+    """Where a poller's listing of the landing zone stands (kept in the sensor's cursor).
+
+    * ``frontier``: every path up to it was listed and taken. New files usually sort after
+      it: a Kafka Connect sink names them by increasing, zero-padded offset, and time-based
+      folders (``year=/month=/day=/hour=``) grow at the end.
+    * ``folders``: recently active folders and the last path taken in each. With several
+      Kafka partitions (``partition=0``, ``partition=1``...) a new file of partition 0 sorts
+      *before* the frontier, but after its own folder's mark: one listing per folder finds it.
+    * ``sweep_after``: a rolling pass over the whole zone, a bounded slice per tick, finds the
+      rest (a file landing late in an old, no longer active folder; a new folder that sorts
+      early). Every file is found within one full pass.
+    """
+
+    frontier: str | None = None
+    sweep_after: str | None = None
+    folders: dict[str, list] = None  # folder -> [last path taken, when it last got a new file (s)]
+
+    def __post_init__(self):
+        if self.folders is None:
+            self.folders = {}
+
+    def to_json(self) -> dict:
+        return {"frontier": self.frontier, "sweep_after": self.sweep_after, "folders": self.folders}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "ScanState":
+        data = data or {}
+        return cls(data.get("frontier"), data.get("sweep_after"), dict(data.get("folders") or {}))
+
+
+@dataclass
+class Scan:
+    """One tick's listing: the landing files it saw, and how to move the state on."""
+
+    files: list[LandingFile]  # every landing file seen, deduplicated, in path order
+    unrecognised: list[str]
+    listings: list[tuple[str, str | None, Listing]]  # (kind, folder, listing)
+
+    def advance(self, state: ScanState, done: set[str], now: float, max_folders: int,
+                folder_idle_seconds: float) -> ScanState:
+        """The state after this tick, given the landing paths now taken (or known announced).
+
+        Each mark moves only over a run of paths that are all done, so a file left for a
+        later tick (``max_files_per_tick``) is listed again. Paths that are no landing file
+        (sidecars, other files, temporary names) count as done.
+        """
+        pending = {f.path for f in self.files} - done
+
+        def moved(mark: str | None, listing: Listing) -> str | None:
+            for entry in listing.files:
+                if entry.path in pending:
+                    return mark
+                mark = entry.path
+            return listing.last_key if listing.last_key is not None and (mark is None or listing.last_key > mark) \
+                else mark
+
+        new = ScanState(state.frontier, state.sweep_after, {k: list(v) for k, v in state.folders.items()})
+        for kind, folder, listing in self.listings:
+            if kind == "frontier":
+                new.frontier = moved(state.frontier, listing)
+            elif kind == "sweep":
+                reached = moved(state.sweep_after, listing)
+                nothing_left = listing.complete and all(e.path not in pending for e in listing.files)
+                new.sweep_after = None if nothing_left else reached  # a full pass ends: start again
+            elif folder in new.folders:
+                new.folders[folder][0] = max(new.folders[folder][0] or "", moved(state.folders[folder][0], listing) or "")
+        # Folders that got a new file become (or stay) active, marked at the last path taken in
+        # an unbroken run; their marks never go back.
+        by_folder: dict[str, list[str]] = {}
+        for landing_file in self.files:
+            if landing_file.path in done:
+                by_folder.setdefault(posixpath.dirname(landing_file.path), []).append(landing_file.path)
+        for folder, paths in by_folder.items():
+            mark = (new.folders.get(folder) or [None])[0]
+            for path in sorted(set(paths) | {p for p in pending if posixpath.dirname(p) == folder}):
+                if path in pending:
+                    break
+                if mark is None or path > mark:
+                    mark = path
+            new.folders[folder] = [mark, now]
+        active = [(seen, folder) for folder, (_, seen) in new.folders.items() if now - seen <= folder_idle_seconds]
+        new.folders = {folder: new.folders[folder] for _, folder in sorted(active, reverse=True)[:max_folders]}
+        return new
+
+
+def scan_landing_zone(store: Store, topics: Iterable[str], state: ScanState, keys_per_listing: int = 5000,
+                      time_budget_seconds: float = 15.0) -> Scan:
+    """List what may be new since ``state``: after each active folder's mark, after the
+    frontier, and (once the frontier has caught up) the next slice of the rolling sweep.
+
+    Never the whole zone in one tick: each listing stops after ``keys_per_listing`` keys
+    (on S3, ListObjectsV2 with ``StartAfter``, 1,000 keys a request).
+    """
+    import time
+
+    began = time.monotonic()
+    topics = list(topics)
+    listings: list[tuple[str, str | None, Listing]] = []
+    frontier = store.list_after("", state.frontier, keys_per_listing)
+    listings.append(("frontier", None, frontier))
+    for folder, (mark, _) in sorted(state.folders.items()):
+        if time.monotonic() - began > time_budget_seconds:
+            break  # the sweep finds what these would have found, a little later
+        if state.frontier is not None and mark is not None and mark >= state.frontier:
+            continue  # the frontier listing already covers this folder past its mark
+        listings.append(("folder", folder, store.list_after(folder, mark, keys_per_listing)))
+    if frontier.complete:
+        listings.append(("sweep", None, store.list_after("", state.sweep_after, keys_per_listing)))
+    seen: dict[str, LandingFile] = {}
+    unrecognised: set[str] = set()
+    for _, _, listing in listings:
+        for entry in listing.files:
+            landing_file = classify(entry, topics)
+            if landing_file is not None:
+                seen[entry.path] = landing_file
+            elif not any(marker in entry.path for marker in SIDECAR_MARKERS):
+                unrecognised.add(entry.path)
+    return Scan(sorted(seen.values(), key=lambda f: f.path), sorted(unrecognised), listings)
