@@ -34,15 +34,21 @@ import pandas as pd
 import pytest
 import redis
 
+from assets.feature_views import FEATURE_SERVICES, FEATURE_VIEWS
 from conftest import ORDERS_DIR, current_hour, landing_name
 from feature_platform.config import Settings
+from feature_platform.demo.generator import generate_landing_zone
+from feature_platform.feature_store import FeatureStore
 from feature_platform.orchestration.resources import LandingZoneResource, OfflineStoreResource
+from feature_platform.registry import Registry
 from feature_platform.storage import Store
 from test_cdc_sensor import ORDERS_KEY, harness, order_line, requested_hours
+from test_pipeline import projects  # noqa: F401  (the fixture: Redis keys of each project removed after)
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("FP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BUCKET = "feature-platform-test"
+UTC = timezone.utc
 
 
 def free_port() -> int:
@@ -243,3 +249,124 @@ def test_sensor_lists_a_bucket_incrementally(s3):
             assert requested_hours(result.run_requests)[ORDERS_KEY] == {late}
             break
     assert found_after is not None, "the sweep never found the file in an early folder"
+
+
+# -- the whole pipeline ------------------------------------------------------------------------
+
+def drive_sensor_pipeline(as_of: datetime, max_ticks: int = 20) -> None:
+    """What the daemon does with this deployment (``definitions.py``, configured from the
+    environment): tick the CDC sensor, launch each run it requests as a Dagster run, and go
+    on until a tick finds no new landing file. Runs carry the same as-of instant, so two
+    deployments fed the same batches write the same bytes."""
+    import dagster as dg
+
+    from definitions import defs
+    from feature_platform.orchestration.feature_view_assets import AS_OF_TAG
+    from resources import build_resources
+
+    sensor = defs.get_sensor_def("cdc_landing_sensor")
+    job = defs.resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.ephemeral()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    sensor_resources = {key: build_resources()[key] for key in ("landing", "offline")}  # as the daemon: only its own
+    cursor, runs = None, 0
+    for _ in range(max_ticks):
+        context = dg.build_sensor_context(instance=instance, definitions=defs, resources=sensor_resources,
+                                          cursor=cursor, sensor_name=sensor.name)
+        result = sensor.evaluate_tick(context)
+        for request in result.run_requests:
+            run = job.execute_in_process(run_config=quiet, instance=instance, asset_selection=request.asset_selection,
+                                         tags={**request.tags, AS_OF_TAG: as_of.isoformat()}, raise_on_error=False)
+            failures = [event.message for event in run.all_events if event.is_failure]
+            assert run.success, f"run for {request.run_key} failed: {failures[-3:]}"
+            runs += 1
+        cursor = result.cursor
+        if not result.run_requests and "no new landing files" in (result.skip_message or ""):
+            print(json.dumps({"runs": runs}))
+            return
+    raise SystemExit(f"the sensor still found files after {max_ticks} ticks")
+
+
+def run_deployments(environments: list[dict[str, str]], cwd: Path, as_of: datetime) -> list[dict]:
+    """``drive_sensor_pipeline`` in processes of their own (side by side: the deployment reads
+    its settings at import), one per environment."""
+    processes = []
+    for number, environment in enumerate(environments):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("FP_", "DAGSTER_HOME", "AWS_"))}
+        clean.update(PYTHONPATH=str(REPO), FP_REDIS_URL=REDIS_URL, **environment)
+        output = open(cwd / f"deployment-{number}.log", "w+")
+        processes.append((subprocess.Popen([sys.executable, __file__, as_of.isoformat()], cwd=cwd, env=clean,
+                                           stdout=output, stderr=subprocess.STDOUT, text=True), output))
+    results = []
+    try:
+        for process, output in processes:
+            process.wait(timeout=500)
+            output.seek(0)
+            text = output.read()
+            assert process.returncode == 0, text[-6000:]
+            results.append(json.loads(text.strip().splitlines()[-1]))
+    finally:
+        for process, output in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            output.close()
+    return results
+
+
+@pytest.mark.timeout(600)
+def test_the_pipeline_on_s3_equals_the_pipeline_on_folders(s3, tmp_path, projects):  # noqa: F811
+    as_of = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = as_of.replace(minute=0) - timedelta(hours=10)  # the 4 hours before it fold into the first partition
+    landing = tmp_path / "landing"
+    generate_landing_zone(landing, customers=20, products=6, weeks=14 / 168, orders_per_day=150,
+                          end=as_of - timedelta(minutes=15), seed=13)
+    prefix = f"pipeline-{uuid.uuid4().hex[:8]}"
+    for path in sorted(p for p in landing.rglob("*") if p.is_file()):  # as a Kafka Connect S3 sink would
+        s3.put(f"{prefix}/landing/{path.relative_to(landing).as_posix()}", path.read_bytes())
+    on_s3, on_disk = projects("s3"), projects("disk")
+    common = {"FP_PARTITIONS_START": start.isoformat()}
+    s3_data_dir = tmp_path / "s3-run-data"
+    s3_runs, disk_runs = run_deployments([
+        {**common, **s3.environment, "FP_PROJECT": on_s3, "FP_DATA_DIR": str(s3_data_dir),
+         "FP_LANDING_URI": s3_uri(f"{prefix}/landing"), "FP_OFFLINE_URI": s3_uri(f"{prefix}/offline")},
+        {**common, "FP_PROJECT": on_disk, "FP_DATA_DIR": str(tmp_path / "disk"), "FP_LANDING_URI": str(landing)},
+    ], tmp_path, as_of)
+    assert s3_runs["runs"] >= 1 and s3_runs == disk_runs
+    assert not s3_data_dir.exists(), "the S3 deployment wrote to local disk"
+    offline_keys = s3.keys(f"{prefix}/offline/{on_s3}/")
+    assert any("/change_logs/" in key for key in offline_keys) and any("/features/" in key for key in offline_keys)
+
+    registry = Registry.of(FEATURE_VIEWS, FEATURE_SERVICES)
+    remote = FeatureStore(Settings(landing_uri=s3_uri(f"{prefix}/landing"), offline_uri=s3_uri(f"{prefix}/offline"),
+                                   redis_url=REDIS_URL, project=on_s3, partitions_start=start), registry)
+    local = FeatureStore(Settings(landing_uri=str(landing), offline_uri=str(tmp_path / "disk" / "offline"),
+                                  redis_url=REDIS_URL, project=on_disk, partitions_start=start), registry)
+    assert remote.offline.store.s3 is not None and local.offline.store.is_local
+    for view in FEATURE_VIEWS:
+        hours = remote.offline.partition_hours(view)
+        assert hours and hours == local.offline.partition_hours(view), view.name
+        for hour in hours:
+            path = remote.offline.partition_path(view, hour)
+            assert remote.offline.store.read_bytes(path) == local.offline.store.read_bytes(path), (view.name, hour)
+        assert remote.online.synced_through(view) == local.online.synced_through(view) == as_of, view.name
+
+        keys = sorted(set(remote.offline.read_history(view, start).column(view.entity.join_key).to_pylist()))
+        assert len(keys) > 3, view.name
+        references = [f"{view.name}:{name}" for name in view.feature_names]
+        rows = [{view.entity.join_key: k} for k in [*keys, 999_999]]
+        pd.testing.assert_frame_equal(remote.get_online_features(rows, features=references, request_time=as_of),
+                                      local.get_online_features(rows, features=references, request_time=as_of))
+
+        moments = [start - timedelta(hours=1), start + timedelta(hours=3, minutes=13), as_of - timedelta(hours=2),
+                   as_of]
+        entity_df = pd.DataFrame([{view.entity.join_key: k, "event_timestamp": t} for k in keys for t in moments])
+        from_s3 = remote.get_historical_features(entity_df, features=references)
+        from_disk = local.get_historical_features(entity_df, features=references)
+        pd.testing.assert_frame_equal(from_s3, from_disk)
+        stored = [name for name in view.feature_names if name in view.stored_dtypes()]
+        assert from_s3[stored].notna().any().any(), f"{view.name}: no value was read at all"
+
+
+if __name__ == "__main__":  # run_deployment's child process
+    drive_sensor_pipeline(datetime.fromisoformat(sys.argv[1]))
