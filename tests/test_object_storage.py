@@ -63,9 +63,11 @@ class S3Server:
     environment: dict[str, str]  # what a deployment sets to reach it
 
     def client(self):
-        import boto3
+        if not hasattr(self, "_client"):
+            import boto3
 
-        return boto3.session.Session().client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+            self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        return self._client
 
     def put(self, key: str, data: bytes) -> None:
         self.client().put_object(Bucket=BUCKET, Key=key, Body=data)
