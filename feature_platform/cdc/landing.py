@@ -17,8 +17,9 @@ import gzip
 import json
 import os
 import posixpath
+import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from feature_platform.cdc.decoder import (
@@ -228,11 +229,7 @@ class ScanState:
 
     frontier: str | None = None
     sweep_after: str | None = None
-    folders: dict[str, list] = None  # folder -> [last path taken, when it last got a new file (s)]
-
-    def __post_init__(self):
-        if self.folders is None:
-            self.folders = {}
+    folders: dict[str, list] = field(default_factory=dict)  # folder -> [last path taken, when it last got a new file (s)]
 
     def to_json(self) -> dict:
         return {"frontier": self.frontier, "sweep_after": self.sweep_after, "folders": self.folders}
@@ -251,50 +248,47 @@ class Scan:
     unrecognised: list[str]
     listings: list[tuple[str, str | None, Listing]]  # (kind, folder, listing)
 
-    def advance(self, state: ScanState, done: set[str], now: float, max_folders: int,
+    def advance(self, state: ScanState, taken: set[str], announced: set[str], now: float, max_folders: int,
                 folder_idle_seconds: float) -> ScanState:
-        """The state after this tick, given the landing paths now taken (or known announced).
+        """The state after this tick, given the landing paths taken now and those announced before.
 
-        Each mark moves only over a run of paths that are all done, so a file left for a
-        later tick (``max_files_per_tick``) is listed again. Paths that are no landing file
-        (sidecars, other files, temporary names) count as done.
+        Each mark moves only over a run of paths that are all done (taken, announced, or no
+        landing file at all: sidecars, other files, temporary names), so a file left for a
+        later tick (``max_files_per_tick``) is listed again.
         """
-        pending = {f.path for f in self.files} - done
+        pending = {f.path for f in self.files} - taken - announced
 
         def moved(mark: str | None, listing: Listing) -> str | None:
             for entry in listing.files:
                 if entry.path in pending:
                     return mark
                 mark = entry.path
-            return listing.last_key if listing.last_key is not None and (mark is None or listing.last_key > mark) \
-                else mark
+            if listing.last_key is not None and (mark is None or listing.last_key > mark):
+                return listing.last_key  # past trailing temporary names too
+            return mark
 
         new = ScanState(state.frontier, state.sweep_after, {k: list(v) for k, v in state.folders.items()})
         for kind, folder, listing in self.listings:
             if kind == "frontier":
                 new.frontier = moved(state.frontier, listing)
             elif kind == "sweep":
-                reached = moved(state.sweep_after, listing)
-                nothing_left = listing.complete and all(e.path not in pending for e in listing.files)
-                new.sweep_after = None if nothing_left else reached  # a full pass ends: start again
+                finished = listing.complete and not any(e.path in pending for e in listing.files)
+                new.sweep_after = None if finished else moved(state.sweep_after, listing)  # a pass ends: start again
             elif folder in new.folders:
-                new.folders[folder][0] = max(new.folders[folder][0] or "", moved(state.folders[folder][0], listing) or "")
-        # Folders that got a new file become (or stay) active, marked at the last path taken in
-        # an unbroken run; their marks never go back.
-        by_folder: dict[str, list[str]] = {}
-        for landing_file in self.files:
-            if landing_file.path in done:
-                by_folder.setdefault(posixpath.dirname(landing_file.path), []).append(landing_file.path)
-        for folder, paths in by_folder.items():
+                new.folders[folder][0] = moved(state.folders[folder][0], listing)
+        # Folders where a file was taken become (or stay) active. A new folder's mark is the end
+        # of its unbroken run of done files; a known folder's mark never goes back.
+        for folder in sorted({posixpath.dirname(path) for path in taken}):
             mark = (new.folders.get(folder) or [None])[0]
-            for path in sorted(set(paths) | {p for p in pending if posixpath.dirname(p) == folder}):
+            for path in sorted(f.path for f in self.files if posixpath.dirname(f.path) == folder):
                 if path in pending:
                     break
                 if mark is None or path > mark:
                     mark = path
             new.folders[folder] = [mark, now]
-        active = [(seen, folder) for folder, (_, seen) in new.folders.items() if now - seen <= folder_idle_seconds]
-        new.folders = {folder: new.folders[folder] for _, folder in sorted(active, reverse=True)[:max_folders]}
+        recent = sorted(((seen, folder) for folder, (_, seen) in new.folders.items()
+                         if now - seen <= folder_idle_seconds), reverse=True)
+        new.folders = {folder: new.folders[folder] for _, folder in recent[:max_folders]}
         return new
 
 
@@ -306,8 +300,6 @@ def scan_landing_zone(store: Store, topics: Iterable[str], state: ScanState, key
     Never the whole zone in one tick: each listing stops after ``keys_per_listing`` keys
     (on S3, ListObjectsV2 with ``StartAfter``, 1,000 keys a request).
     """
-    import time
-
     began = time.monotonic()
     topics = list(topics)
     listings: list[tuple[str, str | None, Listing]] = []

@@ -198,7 +198,7 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
         already = {f.path for f in files if file_id(f.path) in announced}
 
         def listing_after(taken_paths: set[str]) -> dict:
-            return scan.advance(state, already | taken_paths, time.time(), max_active_folders,
+            return scan.advance(state, taken_paths, already, time.time(), max_active_folders,
                                 folder_idle_seconds).to_json()
 
         if not new_files:
