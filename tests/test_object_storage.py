@@ -183,6 +183,26 @@ def test_store_on_s3_writes_whole_objects_only(s3):
     assert s3.keys(store.root.split("/", 1)[1]) == [f"{store.root.split('/', 1)[1]}/features/v/2026-01-01T00.parquet"]
 
 
+def test_s3_settings_are_checked_and_named():
+    from feature_platform.config import S3Options
+
+    options = S3Options.from_env({"FP_S3_ENDPOINT_URL": "http://minio:9000/", "AWS_DEFAULT_REGION": "eu-west-3"})
+    assert options == S3Options(endpoint_url="http://minio:9000", region="eu-west-3")
+    assert S3Options.from_env({}) == S3Options(endpoint_url=None, region="us-east-1")
+    with pytest.raises(ValueError, match="FP_S3_ENDPOINT_URL='minio:9000' must start with http"):
+        S3Options.from_env({"FP_S3_ENDPOINT_URL": "minio:9000"})
+    with pytest.raises(ValueError, match="names no bucket"):
+        Store("s3://")
+
+
+def test_an_unreachable_bucket_is_a_sensor_skip_not_a_crash(s3):
+    stores = S3Stores(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/landing", s3_uri("offline-unreachable"))
+    result = harness(stores).tick(None)
+    assert result.run_requests == []
+    assert "is unreadable" in result.skip_message and "will retry" in result.skip_message
+    assert result.cursor is None  # nothing was taken, nothing is forgotten
+
+
 # -- the CDC sensor on a bucket ----------------------------------------------------------------
 
 @dataclass

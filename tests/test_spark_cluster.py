@@ -204,3 +204,27 @@ def test_a_spark_view_on_a_standalone_cluster_equals_local_mode(spark_cluster, t
     for hour in hours:
         path = cluster.partition_path(SPARK_VIEW, hour)
         assert cluster.store.read_bytes(path) == local.store.read_bytes(path), f"partition {hour:%Y-%m-%dT%H} differs"
+
+
+def test_spark_settings_come_from_configuration():
+    from feature_platform.config import Settings
+    from resources import spark_config
+
+    cluster = Settings.from_env({"FP_SPARK_MASTER": "spark://spark-master:7077",
+                                 "FP_SPARK_CONF": '{"spark.executor.memory": "2g", "spark.sql.shuffle.partitions": 16}'})
+    conf = spark_config(cluster)
+    assert conf["spark.master"] == "spark://spark-master:7077"
+    assert conf["spark.executor.memory"] == "2g" and conf["spark.sql.shuffle.partitions"] == "16"  # the operator wins
+    assert conf["spark.sql.session.timeZone"] == "UTC"  # the engine's own settings are kept
+    assert "spark.driver.bindAddress" not in conf, "a cluster's executors cannot reach a driver bound to loopback"
+
+    local = spark_config(Settings.from_env({}))
+    assert local["spark.master"] == "local[2]" and local["spark.driver.bindAddress"] == "127.0.0.1"
+    assert local["spark.pyspark.python"] == sys.executable
+
+    pairs = Settings.from_env({"FP_SPARK_CONF": "spark.cores.max=4,\nspark.executor.extraJavaOptions = -Da=b"})
+    assert pairs.spark_conf == {"spark.cores.max": "4", "spark.executor.extraJavaOptions": "-Da=b"}
+    with pytest.raises(ValueError, match="FP_SPARK_CONF item 'spark.cores.max'"):
+        Settings.from_env({"FP_SPARK_CONF": "spark.cores.max"})
+    with pytest.raises(ValueError, match="FP_SPARK_CONF is not valid JSON"):
+        Settings.from_env({"FP_SPARK_CONF": "{spark.cores.max: 4}"})
