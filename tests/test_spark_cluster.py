@@ -5,8 +5,8 @@ loopback, each in its own process group, which teardown always kills (executors 
 The deployment's own path is used end to end: ``feature-platform materialize`` in its own
 process, with ``FP_SPARK_MASTER=spark://...`` and ``FP_SPARK_CONF`` reaching the PySpark
 resource, runs the change log and a Spark feature view as a real Dagster run. The same
-command with ``FP_SPARK_MASTER=local[1]`` gives the reference; the offline history of the
-two must be the same bytes, and the master must have seen the application.
+definitions run in this process on a local-mode session give the reference; the offline
+history of the two must be the same bytes, and the master must have seen the application.
 
 This module is also the code location those commands load (``FP_DEFINITIONS_MODULE``):
 ``defs`` holds the orders change log and ``customer_orders`` on the Spark engine.
@@ -37,24 +37,29 @@ END = datetime(2026, 3, 2, 14, 30, tzinfo=timezone.utc)
 SPARK_VIEW = dataclasses.replace(customer_orders, engine="spark")
 
 
-def __getattr__(name: str):
-    """``defs``, built from the environment when a command loads this module as its code location."""
-    if name != "defs":
-        raise AttributeError(name)
+def build_defs(settings):
+    """The orders change log and ``customer_orders`` on the Spark engine, with the deployment's resources."""
     import dagster as dg
 
-    from feature_platform.config import Settings
     from feature_platform.orchestration.change_log_assets import build_change_log_asset
     from feature_platform.orchestration.feature_view_assets import build_feature_view_asset
     from feature_platform.orchestration.partitions import hourly_partitions
     from resources import build_resources
 
-    settings = Settings.from_env()
     partitions = hourly_partitions(settings.partitions_start)
     resources = build_resources(settings)
     return dg.Definitions(assets=[build_change_log_asset(orders, partitions),
                                   build_feature_view_asset(SPARK_VIEW, partitions)],
                           resources={key: resources[key] for key in ("landing", "offline", "pyspark")})
+
+
+def __getattr__(name: str):
+    """``defs``, built from the environment when a command loads this module as its code location."""
+    if name != "defs":
+        raise AttributeError(name)
+    from feature_platform.config import Settings
+
+    return build_defs(Settings.from_env())
 
 
 def free_port() -> int:
@@ -173,8 +178,12 @@ def finished(process: subprocess.Popen) -> None:
 
 @pytest.mark.timeout(600)
 def test_a_spark_view_on_a_standalone_cluster_equals_local_mode(spark_cluster, tmp_path):
+    import dagster as dg
+
+    from feature_platform.config import Settings
     from feature_platform.demo.generator import generate_landing_zone
     from feature_platform.offline_store import OfflineFeatureStore
+    from feature_platform.orchestration.runner import plan_ranges, run_range
     from feature_platform.storage import Store
 
     master_url, ui_port = spark_cluster
@@ -187,9 +196,18 @@ def test_a_spark_view_on_a_standalone_cluster_equals_local_mode(spark_cluster, t
                   "spark.executor.cores": "1", "spark.cores.max": "1", "spark.executor.memory": "512m",
                   "spark.pyspark.python": sys.executable, "spark.app.name": "feature-platform-cluster-test"}
     cluster_run = materialize(tmp_path / "cluster", master_url, on_cluster, tmp_path)
-    local_run = materialize(tmp_path / "local", "local[1]", {}, tmp_path)
-    finished(cluster_run)
-    finished(local_run)
+    try:
+        # The reference meanwhile, in this process: the same definitions as a Dagster run of
+        # the same range and as-of, on a local-mode session (this process's shared one, if up).
+        local_settings = Settings(landing_uri=str(tmp_path / "local" / "landing"),
+                                  offline_uri=str(tmp_path / "local" / "offline"), redis_url=None,
+                                  project="cluster", partitions_start=START, spark_master="local[1]")
+        defs = build_defs(local_settings)
+        for planned in plan_ranges(START, END):
+            result = run_range(defs, dg.DagsterInstance.ephemeral(), planned, as_of=END)
+            assert result.success, [event.message for event in result.all_events if event.is_failure][-3:]
+    finally:
+        finished(cluster_run)
 
     applications = master_state(ui_port)
     names = [app["name"] for app in applications.get("completedapps", []) + applications.get("activeapps", [])]
