@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import redis
 
 from assets.feature_views import FEATURE_SERVICES, FEATURE_VIEWS
 from conftest import ORDERS_DIR, current_hour, landing_name
