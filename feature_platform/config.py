@@ -6,12 +6,15 @@ the platform reads the environment directly, so this file is the whole configura
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 DEFAULT_PARTITIONS_START = "2026-01-01T00:00:00+00:00"
+DEFAULT_SPARK_MASTER = "local[2]"
+DEFAULT_S3_REGION = "us-east-1"
 
 
 def _parse_start(text: str) -> datetime:
@@ -29,6 +32,52 @@ def _parse_start(text: str) -> datetime:
     return value
 
 
+def parse_spark_conf(text: str) -> dict[str, str]:
+    """``FP_SPARK_CONF``: a JSON object, or ``key=value`` pairs separated by commas or newlines."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"FP_SPARK_CONF is not valid JSON: {error}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("FP_SPARK_CONF must be a JSON object of Spark settings")
+        return {str(key): str(value) for key, value in parsed.items()}
+    conf = {}
+    for item in text.replace("\n", ",").split(","):
+        if not item.strip():
+            continue
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"FP_SPARK_CONF item {item.strip()!r} is not key=value (e.g. spark.executor.memory=1g)")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach ``s3://`` URIs: an S3-compatible endpoint (MinIO, Ceph...) or AWS itself.
+
+    Credentials are not settings of the platform: the AWS SDK's own chain finds them
+    (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``~/.aws``, an
+    instance or pod role), the same way for pyarrow (reading, writing) and boto3 (listing).
+    """
+
+    endpoint_url: str | None  # FP_S3_ENDPOINT_URL, e.g. http://minio:9000; None: AWS
+    region: str  # AWS_REGION / AWS_DEFAULT_REGION; the default avoids a metadata-service lookup
+
+    @classmethod
+    def from_env(cls, environ=None) -> "S3Options":
+        env = os.environ if environ is None else environ
+        endpoint = env.get("FP_S3_ENDPOINT_URL") or None
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"FP_S3_ENDPOINT_URL={endpoint!r} must start with http:// or https://")
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_S3_REGION
+        return cls(endpoint_url=endpoint.rstrip("/") if endpoint else None, region=region)
+
+
 @dataclass(frozen=True)
 class Settings:
     landing_uri: str
@@ -36,6 +85,8 @@ class Settings:
     redis_url: str | None
     project: str
     partitions_start: datetime
+    spark_master: str = DEFAULT_SPARK_MASTER
+    spark_conf: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -50,6 +101,8 @@ class Settings:
             redis_url=env.get("FP_REDIS_URL") or None,
             project=project,
             partitions_start=_parse_start(env.get("FP_PARTITIONS_START", DEFAULT_PARTITIONS_START)),
+            spark_master=env.get("FP_SPARK_MASTER") or DEFAULT_SPARK_MASTER,
+            spark_conf=parse_spark_conf(env.get("FP_SPARK_CONF", "")),
         )
 
     @property

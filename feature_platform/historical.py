@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from feature_platform.feature_view import FeatureView
 from feature_platform.naming import DefinitionError
+from feature_platform.storage import parquet_source
 
 EVENT_TIMESTAMP = "event_timestamp"
 
@@ -79,12 +80,12 @@ def lookup_view(entity_df: pd.DataFrame, view: FeatureView, history_files: list[
         connection.register("entity_rows", rows)
         selected = ", ".join(f'h."{name}"' for name in needed)
         deleted = 'h."_deleted"' if not view.is_aggregation_view else "FALSE"
-        files = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in history_files) + "]"
+        history = parquet_source(connection, history_files, "history")
         joined = connection.sql(f"""
             SELECT e._row, h.valid_from IS NOT NULL AS _found, coalesce({deleted}, FALSE) AS _gone
                    {', ' + selected if selected else ''}
             FROM entity_rows e
-            ASOF LEFT JOIN read_parquet({files}) h
+            ASOF LEFT JOIN {history} h
               ON e._key = h."{key}" AND e._t >= h.valid_from
             ORDER BY e._row
         """).to_arrow_table().to_pandas()  # through Arrow: decimals stay exact Decimal objects

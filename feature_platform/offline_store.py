@@ -16,7 +16,6 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from feature_platform.cdc.change_log import hour_label, parse_hour
 from feature_platform.feature_view import FeatureView
@@ -53,8 +52,7 @@ class OfflineFeatureStore:
         return sorted(hours)
 
     def partition_metadata(self, view: FeatureView | str, hour: datetime) -> dict:
-        with self.store.fs.open_input_file(self.store.full_path(self.partition_path(view, hour))) as handle:
-            schema = pq.read_schema(handle)
+        schema = self.store.read_parquet_schema(self.partition_path(view, hour))
         return json.loads((schema.metadata or {}).get(METADATA_KEY, b"{}"))
 
     def known_partitions(self, view: FeatureView | str, first_partition: datetime) -> list[datetime]:
@@ -79,8 +77,8 @@ class OfflineFeatureStore:
         return datetime.fromisoformat(as_of) if as_of else run[-1] + timedelta(hours=1)
 
     def history_files(self, view: FeatureView | str, first_partition: datetime) -> list[str]:
-        """Local (or object-store) paths of the known partitions, for DuckDB or Spark to read."""
-        return [self.store.full_path(self.partition_path(view, hour))
+        """URIs of the known partitions (local paths, or ``s3://``), for ``storage.parquet_source``."""
+        return [self.store.uri_of(self.partition_path(view, hour))
                 for hour in self.known_partitions(view, first_partition)]
 
     def read_history(self, view: FeatureView, first_partition: datetime) -> pa.Table:

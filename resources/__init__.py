@@ -1,24 +1,30 @@
 """Resources of this deployment, configured from the environment (see README: Configuration)."""
 
-import os
+import sys
 
 import dagster as dg
 from dagster_pyspark import PySparkResource
 
 from feature_platform.config import Settings
+from feature_platform.engines.spark_session import DEFAULT_CONF
 from feature_platform.orchestration.online_assets import RedisResource
 from feature_platform.orchestration.resources import LandingZoneResource, OfflineStoreResource
 
 
-def spark_config() -> dict[str, str]:
-    """Local mode by default; FP_SPARK_MASTER points at a cluster (spark://host:7077)."""
-    return {
-        "spark.master": os.environ.get("FP_SPARK_MASTER", "local[2]"),
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": os.environ.get("FP_SPARK_SHUFFLE_PARTITIONS", "4"),
-        "spark.ui.enabled": "false",
-        "spark.driver.bindAddress": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
-    }
+def spark_config(settings: Settings) -> dict[str, str]:
+    """The Spark settings of Dagster runs: the engine's tuning, then FP_SPARK_MASTER, then FP_SPARK_CONF.
+
+    In local mode the driver binds to loopback (a host name that does not resolve would hang
+    it) and the Python workers are this interpreter. On a cluster neither can be guessed —
+    executors must reach the driver and have a Python of their own — so they come from
+    ``FP_SPARK_CONF`` (``spark.driver.host``, ``spark.pyspark.python``...) or Spark's defaults.
+    """
+    conf = {**DEFAULT_CONF, "spark.master": settings.spark_master}
+    if settings.spark_master.startswith("local"):
+        conf.update({"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1",
+                     "spark.pyspark.python": sys.executable})
+    conf.update(settings.spark_conf)  # the operator's word is last
+    return conf
 
 
 def build_resources(settings: Settings | None = None) -> dict:
@@ -28,5 +34,5 @@ def build_resources(settings: Settings | None = None) -> dict:
         "offline": OfflineStoreResource(uri=settings.offline_uri, project=settings.project),
         # EnvVar: the UI and run config show the variable's name, never the URL's password.
         "redis": RedisResource(url=dg.EnvVar("FP_REDIS_URL"), project=settings.project),
-        "pyspark": PySparkResource(spark_config=spark_config()),
+        "pyspark": PySparkResource(spark_config=spark_config(settings)),
     }

@@ -17,8 +17,9 @@ import gzip
 import json
 import os
 import posixpath
+import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from feature_platform.cdc.decoder import (
@@ -30,7 +31,7 @@ from feature_platform.cdc.decoder import (
     parse_json,
 )
 from feature_platform.sources import SourceTable
-from feature_platform.storage import FileEntry, Store, UnsafePathError
+from feature_platform.storage import FileEntry, Listing, Store, UnsafePathError
 
 VALUE_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 SIDECAR_MARKERS = (".keys.", ".headers.")
@@ -114,12 +115,10 @@ def _check_inside_root(store: Store, relative: str) -> None:
 
 
 def _read_text(store: Store, relative: str) -> str:
-    # Not store.read_bytes(): pyarrow's open_input_stream defaults to compression="detect" and
-    # already gunzips a *.gz file, so gunzipping again refused every .json.gz landing file
-    # ("Not a gzipped file") and a corrupt one raised OSError out of the reader, crashing
-    # staging. Read the bytes exactly as stored and decompress here, once.
-    with store.fs.open_input_stream(store.full_path(relative), compression=None) as stream:
-        data = stream.read()
+    # The bytes exactly as stored (pyarrow's open_input_stream would default to
+    # compression="detect" and gunzip a *.gz file already, so gunzipping again refused every
+    # .json.gz file and a corrupt one raised OSError out of the reader): decompress here, once.
+    data = store.read_bytes(relative)
     if relative.endswith(".gz"):
         try:
             data = gzip.decompress(data)
@@ -209,3 +208,118 @@ def read_landing_file(store: Store, landing_file: LandingFile, table: SourceTabl
         except DecodeError:
             keys_text = None  # keys are an aid; the values carry the primary key themselves
     return decode_lines(text, table, keys_text)
+
+
+# -- incremental listing ------------------------------------------------------------------------
+
+@dataclass
+class ScanState:
+    """Where a poller's listing of the landing zone stands (kept in the sensor's cursor).
+
+    * ``frontier``: every path up to it was listed and taken. New files usually sort after
+      it: a Kafka Connect sink names them by increasing, zero-padded offset, and time-based
+      folders (``year=/month=/day=/hour=``) grow at the end.
+    * ``folders``: recently active folders and the last path taken in each. With several
+      Kafka partitions (``partition=0``, ``partition=1``...) a new file of partition 0 sorts
+      *before* the frontier, but after its own folder's mark: one listing per folder finds it.
+    * ``sweep_after``: a rolling pass over the whole zone, a bounded slice per tick, finds the
+      rest (a file landing late in an old, no longer active folder; a new folder that sorts
+      early). Every file is found within one full pass.
+    """
+
+    frontier: str | None = None
+    sweep_after: str | None = None
+    folders: dict[str, list] = field(default_factory=dict)  # folder -> [last path taken, when it last got a new file (s)]
+
+    def to_json(self) -> dict:
+        return {"frontier": self.frontier, "sweep_after": self.sweep_after, "folders": self.folders}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "ScanState":
+        data = data or {}
+        return cls(data.get("frontier"), data.get("sweep_after"), dict(data.get("folders") or {}))
+
+
+@dataclass
+class Scan:
+    """One tick's listing: the landing files it saw, and how to move the state on."""
+
+    files: list[LandingFile]  # every landing file seen, deduplicated, in path order
+    unrecognised: list[str]
+    listings: list[tuple[str, str | None, Listing]]  # (kind, folder, listing)
+
+    def advance(self, state: ScanState, taken: set[str], announced: set[str], now: float, max_folders: int,
+                folder_idle_seconds: float) -> ScanState:
+        """The state after this tick, given the landing paths taken now and those announced before.
+
+        Each mark moves only over a run of paths that are all done (taken, announced, or no
+        landing file at all: sidecars, other files, temporary names), so a file left for a
+        later tick (``max_files_per_tick``) is listed again.
+        """
+        pending = {f.path for f in self.files} - taken - announced
+
+        def moved(mark: str | None, listing: Listing) -> str | None:
+            for entry in listing.files:
+                if entry.path in pending:
+                    return mark
+                mark = entry.path
+            if listing.last_key is not None and (mark is None or listing.last_key > mark):
+                return listing.last_key  # past trailing temporary names too
+            return mark
+
+        new = ScanState(state.frontier, state.sweep_after, {k: list(v) for k, v in state.folders.items()})
+        for kind, folder, listing in self.listings:
+            if kind == "frontier":
+                new.frontier = moved(state.frontier, listing)
+            elif kind == "sweep":
+                finished = listing.complete and not any(e.path in pending for e in listing.files)
+                new.sweep_after = None if finished else moved(state.sweep_after, listing)  # a pass ends: start again
+            elif folder in new.folders:
+                new.folders[folder][0] = moved(state.folders[folder][0], listing)
+        # Folders where a file was taken become (or stay) active. A new folder's mark is the end
+        # of its unbroken run of done files; a known folder's mark never goes back.
+        for folder in sorted({posixpath.dirname(path) for path in taken}):
+            mark = (new.folders.get(folder) or [None])[0]
+            for path in sorted(f.path for f in self.files if posixpath.dirname(f.path) == folder):
+                if path in pending:
+                    break
+                if mark is None or path > mark:
+                    mark = path
+            new.folders[folder] = [mark, now]
+        recent = sorted(((seen, folder) for folder, (_, seen) in new.folders.items()
+                         if now - seen <= folder_idle_seconds), reverse=True)
+        new.folders = {folder: new.folders[folder] for _, folder in recent[:max_folders]}
+        return new
+
+
+def scan_landing_zone(store: Store, topics: Iterable[str], state: ScanState, keys_per_listing: int = 5000,
+                      time_budget_seconds: float = 15.0) -> Scan:
+    """List what may be new since ``state``: after each active folder's mark, after the
+    frontier, and (once the frontier has caught up) the next slice of the rolling sweep.
+
+    Never the whole zone in one tick: each listing stops after ``keys_per_listing`` keys
+    (on S3, ListObjectsV2 with ``StartAfter``, 1,000 keys a request).
+    """
+    began = time.monotonic()
+    topics = list(topics)
+    listings: list[tuple[str, str | None, Listing]] = []
+    frontier = store.list_after("", state.frontier, keys_per_listing)
+    listings.append(("frontier", None, frontier))
+    for folder, (mark, _) in sorted(state.folders.items()):
+        if time.monotonic() - began > time_budget_seconds:
+            break  # the sweep finds what these would have found, a little later
+        if state.frontier is not None and mark is not None and mark >= state.frontier:
+            continue  # the frontier listing already covers this folder past its mark
+        listings.append(("folder", folder, store.list_after(folder, mark, keys_per_listing)))
+    if frontier.complete:
+        listings.append(("sweep", None, store.list_after("", state.sweep_after, keys_per_listing)))
+    seen: dict[str, LandingFile] = {}
+    unrecognised: set[str] = set()
+    for _, _, listing in listings:
+        for entry in listing.files:
+            landing_file = classify(entry, topics)
+            if landing_file is not None:
+                seen[entry.path] = landing_file
+            elif not any(marker in entry.path for marker in SIDECAR_MARKERS):
+                unrecognised.add(entry.path)
+    return Scan(sorted(seen.values(), key=lambda f: f.path), sorted(unrecognised), listings)

@@ -5,10 +5,13 @@ How it never misses a file, and never announces one twice:
 * A file is *staged* once (decoded into the offline store, see ``cdc.change_log``) and
   *announced* once (its hours requested). Staging leaves a manifest per file; announcing
   leaves an entry in an announcement log under ``_cdc_sensor/announced/``.
-* A tick announces every landed file without an announcement, whatever its folder or its
-  modification time — a file that lands late in an old folder is found by the same
-  listing as any other. Files are taken oldest first, a bounded number per tick, so a
-  landing zone of 100k files stays well inside Dagster's 60 s sensor limit.
+* A tick lists the landing zone *incrementally* (``cdc.landing.scan_landing_zone``: after
+  the frontier, after each active folder's last file, and a bounded slice of a rolling
+  sweep), never the whole zone or bucket at once; the listing state rides in the cursor.
+  It announces every listed file without an announcement, whatever its folder or its
+  modification time — a file that lands late in an old folder is found by the sweep
+  within one pass. Files are taken oldest first, a bounded number per tick, so a landing
+  zone of 100k files (or a bucket of millions) stays well inside Dagster's 60 s limit.
 * The log entry for a tick's files is written at the start of the *next* tick, from the
   cursor: Dagster commits a cursor only after the tick's runs were submitted, so a tick
   that dies half-way announces nothing and its files are simply taken again. Run keys
@@ -26,7 +29,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from feature_platform.cdc.change_log import ChangeLog, file_id, parse_hour
-from feature_platform.cdc.landing import list_landing_files
+from feature_platform.cdc.landing import ScanState, scan_landing_zone
 from feature_platform.feature_view import FeatureView
 from feature_platform.offline_store import OfflineFeatureStore
 from feature_platform.orchestration.change_log_assets import change_log_key, topic_key
@@ -141,7 +144,8 @@ def plan_run_requests(hours_by_table: dict[str, set[str]], tables: dict[str, Sou
 def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPartitionsDefinition,
                      name: str = "cdc_landing_sensor", max_files_per_tick: int = 2000,
                      time_budget_seconds: float = 40.0, minimum_interval_seconds: int = 30,
-                     views: list[FeatureView] = ()) -> dg.SensorDefinition:
+                     views: list[FeatureView] = (), keys_per_listing: int = 5000,
+                     max_active_folders: int = 200, folder_idle_seconds: float = 86_400.0) -> dg.SensorDefinition:
     by_topic = {table.topic: table for table in tables}
     by_name = {table.name: table for table in tables}
     views_by_table: dict[str, list[FeatureView]] = {}
@@ -182,17 +186,26 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
         if cursor.get("pending_tick"):
             # The previous tick's runs were submitted (or its cursor would not exist): record it.
             announcements.promote(cursor["pending_tick"])
+        state = ScanState.from_json(cursor.get("listing"))
         try:
-            files, unrecognised = list_landing_files(landing_store, by_topic)
+            scan = scan_landing_zone(landing_store, by_topic, state, keys_per_listing, time_budget_seconds / 4)
         except OSError as error:
             return dg.SkipReason(f"landing zone {landing.uri} is unreadable ({error}); will retry")
+        files, unrecognised = scan.files, scan.unrecognised
         announced = announcements.announced()
         new_files = sorted((f for f in files if file_id(f.path) not in announced),
                            key=lambda f: (f.mtime_ns, f.path))
+        already = {f.path for f in files if file_id(f.path) in announced}
+
+        def listing_after(taken_paths: set[str]) -> dict:
+            return scan.advance(state, taken_paths, already, time.time(), max_active_folders,
+                                folder_idle_seconds).to_json()
+
         if not new_files:
-            context.update_cursor(json.dumps({"pending_tick": None, "last_tick": cursor.get("last_tick")}))
+            context.update_cursor(json.dumps({"pending_tick": None, "last_tick": cursor.get("last_tick"),
+                                              "listing": listing_after(set())}))
             note = f" ({len(unrecognised)} unrecognised file(s) ignored)" if unrecognised else ""
-            return dg.SkipReason(f"no new landing files among {len(files)}{note}")
+            return dg.SkipReason(f"no new landing files among {len(files)} listed{note}")
 
         hours_by_table: dict[str, set[str]] = {}
         taken: list[str] = []
@@ -215,7 +228,9 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
             f"{len(requests)} run(s) requested; {left} file(s) left for the next tick"
         )
         announcements.write_pending(batch_key, taken)
-        context.update_cursor(json.dumps({"pending_tick": batch_key, "last_tick": batch_key}))
+        taken_paths = {f.path for f in new_files[:len(taken)]}
+        context.update_cursor(json.dumps({"pending_tick": batch_key, "last_tick": batch_key,
+                                          "listing": listing_after(taken_paths)}))
         # Each topic that received files moves its data version: the source asset's observation.
         observations = []
         for table_name in sorted(hours_by_table):

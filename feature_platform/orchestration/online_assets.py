@@ -22,6 +22,7 @@ from feature_platform.orchestration.feature_checks import first_blocked_hour
 from feature_platform.orchestration.feature_view_assets import HOURLY_FRESHNESS, feature_view_key
 from feature_platform.orchestration.resources import OfflineStoreResource
 from feature_platform.redis_client import OnlineStoreUnavailable, connect, redact, scrub
+from feature_platform.storage import parquet_source
 
 ONLINE_GROUP = "online"
 SKEW_CHECK = "train_serve_skew"
@@ -48,9 +49,8 @@ def online_key(view: FeatureView) -> dg.AssetKey:
 def latest_rows(paths: list[str], join_key: str):
     """Each entity's latest history row across the given partition files, streamed in batches."""
     connection = duckdb.connect()
-    files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
     reader = connection.sql(f"""
-        SELECT * FROM read_parquet({files})
+        SELECT * FROM {parquet_source(connection, paths, "history")}
         QUALIFY row_number() OVER (PARTITION BY "{join_key}" ORDER BY valid_from DESC) = 1
     """).fetch_record_batch(BATCH_ROWS)
     try:
@@ -77,7 +77,7 @@ def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnli
     # afterwards would make Redis claim (as absent/empty) values it never received.
     start = first_partition if synced is None else min(window_start, synced.replace(minute=0, second=0, microsecond=0))
     hours = [h for h in offline.known_partitions(view, first_partition) if start <= h < horizon]
-    paths = [offline.store.full_path(offline.partition_path(view, hour)) for hour in hours]
+    paths = [offline.store.uri_of(offline.partition_path(view, hour)) for hour in hours]
     summary = online.write_latest(view, latest_rows(paths, view.entity.join_key)) if paths else None
     online.advance_synced_through(view, horizon)
     return {
