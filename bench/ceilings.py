@@ -70,6 +70,7 @@ def redis_read(manifest: dict, iterations: int) -> dict:
             if i >= 20:
                 latencies.append(elapsed)
         assert answer[0], "no values in Redis: was the sync run?"
+        result[f"ms_{batch}"] = [round(x * 1000, 4) for x in latencies]  # for pooling across rounds
         result[f"p50_ms_{batch}"] = float(np.percentile(latencies, 50) * 1000)
         result[f"p99_ms_{batch}"] = float(np.percentile(latencies, 99) * 1000)
     return result

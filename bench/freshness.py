@@ -104,6 +104,9 @@ def main(batches: int) -> dict:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
             clear(client)
+            # Kept for reading where the time went (sensor tick, run launch, step processes).
+            (REPO / "bench" / ".data").mkdir(parents=True, exist_ok=True)
+            (REPO / "bench" / ".data" / "freshness-dev.log").write_bytes(log.read_bytes())
     return {"p50_s": float(np.percentile(latencies, 50)), "max_s": max(latencies), "latencies_s": latencies,
             "first_sync_after_start_s": startup}
 

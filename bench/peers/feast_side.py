@@ -86,6 +86,7 @@ def read(manifest: dict, iterations: int) -> dict:
             if i >= 20:  # the first calls warm connections and caches
                 latencies.append(elapsed)
         assert answer["f0"][0] is not None, "Feast read no value: was materialize run?"
+        result[f"ms_{batch}"] = [round(x * 1000, 4) for x in latencies]  # for pooling across rounds
         result[f"p50_ms_{batch}"] = float(np.percentile(latencies, 50) * 1000)
         result[f"p99_ms_{batch}"] = float(np.percentile(latencies, 99) * 1000)
     return result
