@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import redis
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -20,8 +21,12 @@ import harness  # noqa: E402
 import workloads  # noqa: E402
 
 
+def redis_url() -> str:
+    return os.environ.get("FP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
 def run_side(tmp_path, script, *args) -> dict:
-    environment = {**os.environ, "FP_BENCH_REDIS_URL": os.environ.get("FP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")}
+    environment = {**os.environ, "FP_BENCH_REDIS_URL": redis_url()}
     done = subprocess.run([sys.executable, str(REPO / "bench" / script), *map(str, args)], capture_output=True,
                           text=True, cwd=tmp_path, env=environment, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -43,9 +48,16 @@ def test_workload_a_sides_agree_and_report_timings(tmp_path, monkeypatch):
 
     synced = run_side(tmp_path, "ours.py", "sync", path)
     assert synced["entities"] == 200
-    reads = run_side(tmp_path, "ours.py", "read", path, 20)
-    raw_reads = run_side(tmp_path, "ceilings.py", "redis-read", path, 20)
-    assert {"p50_ms_1", "p99_ms_1", "p50_ms_100", "p99_ms_100"} <= set(reads) & set(raw_reads)
+    try:
+        reads = run_side(tmp_path, "ours.py", "read", path, 20)
+        raw_reads = run_side(tmp_path, "ceilings.py", "redis-read", path, 20)
+        assert {"p50_ms_1", "p99_ms_1", "p50_ms_100", "p99_ms_100"} <= set(reads) & set(raw_reads)
+        assert len(reads["ms_100"]) == 20
+    finally:
+        client = redis.Redis.from_url(redis_url())
+        stale = list(client.scan_iter(match=f"fp:{manifest['project']}:{manifest['view']}:*", count=1000))
+        if stale:
+            client.delete(*stale)
 
 
 def test_workload_b_pandas_engine_equals_the_hand_written_sql(tmp_path, monkeypatch):
