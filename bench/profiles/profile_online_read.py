@@ -1,3 +1,7 @@
+"""Online read latency of get_online_features on workload A (full size), N entities per call; run from the repository root:
+
+    .venv/bin/python -m pyinstrument -r text bench/profiles/profile_online_read.py N
+"""
 import sys, json, time
 sys.path.insert(0, "bench")
 from ours import store_for
