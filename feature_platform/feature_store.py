@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import numpy as np
 import pandas as pd
 
 from feature_platform.config import Settings
@@ -41,6 +42,7 @@ class FeatureStore:
     settings: Settings
     registry: Registry
     _online: RedisOnlineStore | None = field(default=None, repr=False)
+    _plans: dict = field(default_factory=dict, repr=False)  # (features, service) -> what to read
 
     @classmethod
     def from_env(cls, registry: Registry | None = None) -> "FeatureStore":
@@ -98,6 +100,27 @@ class FeatureStore:
             self._online = RedisOnlineStore(connect(self.settings.redis_url), self.settings.project)
         return self._online
 
+    def _online_plan(self, features, service):
+        """What a request for these features reads, per view; the same for every call, so kept."""
+        cache_key = (None if features is None else tuple(features), service)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            requested = self._requested(features, service)
+            join_keys = list(dict.fromkeys(view.entity.join_key for view, _ in requested))
+            by_view: dict[str, list[str]] = {}
+            for view, feature in requested:
+                by_view.setdefault(view.name, []).append(feature)
+            view_plans = []
+            for view_name, names in by_view.items():
+                view = self.registry.view(view_name)
+                types = view.stored_dtypes()
+                stored = [n for n in names if n in types]
+                on_demand = [o for o in view.on_demand if o.name in names]
+                needed = list(dict.fromkeys(stored + [i for o in on_demand for i in o.inputs]))
+                view_plans.append((view, needed, on_demand, types, view.empty_values()))
+            plan = self._plans[cache_key] = (requested, join_keys, view_plans)
+        return plan
+
     def get_online_features(self, entity_rows: list[dict], features: list[str] | None = None,
                             service: str | None = None, full_feature_names: bool = False,
                             request_time: datetime | None = None, decimals: str = "float") -> OnlineResponse:
@@ -108,34 +131,24 @@ class FeatureStore:
         now) is served as null and named in ``.stale``; on-demand features are computed
         against ``request_time``, so replaying a past moment reads what serving answered then.
         """
-        requested = self._requested(features, service)
+        requested, join_keys, view_plans = self._online_plan(features, service)
         request_time = (request_time or datetime.now(timezone.utc)).astimezone(timezone.utc)
-        join_keys = list(dict.fromkeys(view.entity.join_key for view, _ in requested))
         for index, row in enumerate(entity_rows):
             missing = [k for k in join_keys if k not in row or row[k] is None]
             if missing:
                 raise KeyError(f"entity row {index} lacks join key(s) {missing}")
-        by_view: dict[str, list[str]] = {}
-        for view, feature in requested:
-            by_view.setdefault(view.name, []).append(feature)
-        plans = []
-        for view_name, names in by_view.items():
-            view = self.registry.view(view_name)
-            stored = [n for n in names if n in view.stored_dtypes()]
-            on_demand = [o for o in view.on_demand if o.name in names]
-            needed = list(dict.fromkeys(stored + [i for o in on_demand for i in o.inputs]))
-            keys = [row[view.entity.join_key] for row in entity_rows]
-            plans.append((view, needed, on_demand, keys))
-        answers = self.online.read_rows([(view, keys, needed) for view, needed, _, keys in plans])
-        columns: dict[str, dict[str, pd.Series]] = {}
+        plans = [(view, needed, on_demand, [row[view.entity.join_key] for row in entity_rows], types, empty)
+                 for view, needed, on_demand, types, empty in view_plans]
+        answers = self.online.read_rows([(view, keys, needed) for view, needed, _, keys, _, _ in plans])
+        # Columns are built as typed arrays and put into one DataFrame at the end: inserting
+        # columns one by one into a DataFrame costs more than the Redis round trip itself.
+        columns: dict[str, dict[str, object]] = {}
         stale_views = []
         index = pd.RangeIndex(len(entity_rows))
-        for (view, needed, on_demand, keys), (rows, synced) in zip(plans, answers):
+        for (view, needed, on_demand, keys, types, empty), (rows, synced) in zip(plans, answers):
             stale = synced is None or request_time - synced > view.ttl
             if stale:
                 stale_views.append(view.name)
-            types = view.stored_dtypes()
-            empty = view.empty_values()
             values: dict[str, list] = {name: [] for name in needed}
             for key in keys:
                 raw = rows[key]
@@ -147,19 +160,21 @@ class FeatureStore:
                         values[name].append(decode_value(raw[position], types[name], decimals))
                     else:  # never written, or deleted: the empty value of an aggregation view
                         values[name].append(_empty_value(empty.get(name), types[name], decimals))
-            frame = pd.DataFrame({name: _typed_series(values[name], types[name], decimals) for name in needed},
-                                 index=index)
-            request_times = pd.Series([pd.Timestamp(request_time)] * len(keys), index=index).astype("datetime64[us, UTC]")
-            for feature in on_demand:
-                computed = feature.function(frame[list(feature.inputs)], request_times)
-                frame[feature.name] = pd.Series(computed, index=index)
-                if stale:
-                    frame[feature.name] = frame[feature.name].mask(pd.Series(True, index=index))
-            columns[view.name] = frame
-        result = OnlineResponse({key: [row[key] for row in entity_rows] for key in join_keys}, index=index)
+            view_columns = {name: _typed_array(values[name], types[name], decimals) for name in needed}
+            if on_demand:
+                frame = pd.DataFrame(view_columns, index=index)
+                request_times = pd.Series([pd.Timestamp(request_time)] * len(keys),
+                                          index=index).astype("datetime64[us, UTC]")
+                for feature in on_demand:
+                    computed = pd.Series(feature.function(frame[list(feature.inputs)], request_times), index=index)
+                    view_columns[feature.name] = (computed.mask(pd.Series(True, index=index)) if stale
+                                                  else computed).array
+            columns[view.name] = view_columns
+        result_columns: dict[str, object] = {key: [row[key] for row in entity_rows] for key in join_keys}
         for view, feature in requested:
             name = f"{view.name}__{feature}" if full_feature_names else feature
-            result[name] = columns[view.name][feature].array
+            result_columns[name] = columns[view.name][feature]
+        result = OnlineResponse(result_columns, index=index, copy=False)
         result.stale = stale_views
         return result
 
@@ -172,13 +187,16 @@ def _empty_value(empty, dtype, decimals):
     return empty
 
 
-def _typed_series(values: list, dtype, decimals: str) -> pd.Series:
-    if dtype.kind == "int":
-        return pd.Series(values, dtype="Int64")
-    if dtype.kind == "float" or (dtype.kind == "decimal" and decimals == "float"):
-        return pd.Series(values, dtype="Float64")
-    if dtype.kind == "bool":
-        return pd.Series(values, dtype="boolean")
-    if dtype.kind == "timestamp":
-        return pd.Series(pd.to_datetime(values, utc=True)).astype("datetime64[us, UTC]")
-    return pd.Series(values, dtype=object)
+def _typed_array(values: list, dtype, decimals: str):
+    """A nullable pandas array of the feature's type, built from the mask directly (fast for one row)."""
+    kind = dtype.kind
+    if kind in ("int", "float", "bool") or (kind == "decimal" and decimals == "float"):
+        mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+        if kind == "int":
+            return pd.arrays.IntegerArray(np.array([0 if v is None else v for v in values], dtype=np.int64), mask)
+        if kind == "bool":
+            return pd.arrays.BooleanArray(np.array([False if v is None else v for v in values], dtype=bool), mask)
+        return pd.arrays.FloatingArray(np.array([0.0 if v is None else v for v in values], dtype=np.float64), mask)
+    if kind == "timestamp":
+        return pd.Series(pd.to_datetime(values, utc=True)).astype("datetime64[us, UTC]").array
+    return pd.array(values, dtype=object)

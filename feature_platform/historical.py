@@ -88,12 +88,17 @@ def lookup_view(entity_df: pd.DataFrame, view: FeatureView, history_files: list[
             ASOF LEFT JOIN {history} h
               ON e._key = h."{key}" AND e._t >= h.valid_from
             ORDER BY e._row
-        """).to_arrow_table().to_pandas()  # through Arrow: decimals stay exact Decimal objects
+        """).to_arrow_table().to_pandas(types_mapper=_NULLABLE.get)  # decimals stay exact Decimal objects
         connection.close()
     else:
         joined = pd.DataFrame({"_row": rows["_row"], "_found": False, "_gone": False,
                                **{name: pd.Series([None] * len(rows), dtype=object) for name in needed}})
-    joined = joined.set_index("_row").reindex(rows["_row"])
+    if len(joined) != len(rows) or not (joined["_row"].to_numpy(dtype=np.int64) == rows["_row"].to_numpy()).all():
+        # An ASOF LEFT JOIN ordered by _row gives exactly one row per entity row, in order;
+        # anything else would be a bug worth a loud error, not a silent reindex.
+        raise AssertionError(f"view {view.name!r}: the point-in-time join returned {len(joined)} rows "
+                             f"for {len(rows)} entity rows")
+    joined = joined.reset_index(drop=True)
     result = pd.DataFrame(index=rows.index)
     empty = view.empty_values()
     found = joined["_found"].fillna(False).to_numpy(dtype=bool)
@@ -119,6 +124,10 @@ def lookup_view(entity_df: pd.DataFrame, view: FeatureView, history_files: list[
         computed = feature.function(result[list(feature.inputs)], rows["_t"])
         result[feature.name] = pd.Series(computed, index=result.index).mask(stale)
     return result[features]
+
+
+# Arrow types read straight into pandas' nullable dtypes (no object detour, no second cast).
+_NULLABLE = {pa.int64(): pd.Int64Dtype(), pa.float64(): pd.Float64Dtype(), pa.bool_(): pd.BooleanDtype()}
 
 
 def _fill_value(values: pd.Series, empty):

@@ -55,9 +55,10 @@ for i, key in ipairs(KEYS) do
         end
       end
       redis.call('HSET', key, unpack(sets))
-      redis.call('HDEL', key, unpack(drops))
+      -- A key written for the first time has no old fields to drop and no expiry to clear.
+      if stored then redis.call('HDEL', key, unpack(drops)) end
     end
-    if expire_ms > 0 then redis.call('PEXPIRE', key, expire_ms) else redis.call('PERSIST', key) end
+    if expire_ms > 0 then redis.call('PEXPIRE', key, expire_ms) elseif stored then redis.call('PERSIST', key) end
     applied = applied + 1
   end
 end
@@ -84,15 +85,22 @@ def from_micros(value: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=value)
 
 
-def encode_column(array: pa.ChunkedArray | pa.Array, dtype: DType) -> list[str | None]:
-    """One column of feature values as the text Redis stores (None for null)."""
+def encode_arrow(array: pa.ChunkedArray | pa.Array, dtype: DType) -> pa.ChunkedArray | pa.Array:
+    """One column of feature values as the text Redis stores, as an Arrow string array (null for null).
+
+    Floats are written in their shortest exact round-trip form (Arrow's formatter: ``0.1``,
+    ``1``, ``1e+300``); ``float()`` reads every one of them back bit for bit.
+    """
     if dtype.kind == "timestamp":
         array = pc.cast(pc.cast(array, pa.timestamp("us", tz="UTC")), pa.int64())
     elif dtype.kind == "bool":
-        return [None if v is None else ("1" if v else "0") for v in array.to_pylist()]
-    elif dtype.kind == "float":
-        return [None if v is None else repr(v) for v in array.to_pylist()]  # shortest exact round trip
-    return pc.cast(array, pa.string()).to_pylist()
+        return pc.if_else(array, "1", "0")
+    return pc.cast(array, pa.string())
+
+
+def encode_column(array: pa.ChunkedArray | pa.Array, dtype: DType) -> list[str | None]:
+    """One column of feature values as the text Redis stores (None for null)."""
+    return encode_arrow(array, dtype).to_pylist()
 
 
 def decode_value(raw: bytes | None, dtype: DType, decimals: str = "float"):
@@ -149,49 +157,61 @@ class RedisOnlineStore:
         expire_ms = int(expire.total_seconds() * 1000) if expire else 0
         tombstone_ms = int(max(view.ttl * 4, timedelta(days=7)).total_seconds() * 1000)
         summary = WriteSummary()
+        stride = len(names) + 4
+        prefix = self.key(view, "")
         for batch in batches:
-            if batch.num_rows == 0:
+            rows = batch.num_rows
+            if rows == 0:
                 continue
-            keys = [self.key(view, k) for k in batch.column(join_key).to_pylist()]
-            valid_from = pc.cast(pc.cast(batch.column("valid_from"), pa.timestamp("us", tz="UTC")), pa.int64()).to_pylist()
-            deleted = batch.column("_deleted").to_pylist() if "_deleted" in batch.schema.names else [False] * len(keys)
-            columns = [encode_column(batch.column(name), stored[name]) for name in names]
-            per_key = []
-            for row in range(len(keys)):
-                values = [column[row] for column in columns]
-                nulls = "".join("1" if v is None else "0" for v in values)
-                gone = bool(deleted[row])
-                per_key.append((keys[row], [str(valid_from[row]), "1" if gone else "0",
-                                            str(tombstone_ms if gone else expire_ms), nulls,
-                                            *["" if v is None else v for v in values]]))
-            summary.rows += len(per_key)
-            summary.applied += self._call_in_groups(per_key, names, keys_per_call)
+            # Every per-key argument is made by Arrow, column at a time, then interleaved into
+            # one flat argument list by slice assignment: no Python work per value.
+            keys = pc.binary_join_element_wise(prefix, pc.cast(batch.column(join_key), pa.string()), "").to_pylist()
+            deleted = (pc.fill_null(batch.column("_deleted"), False) if "_deleted" in batch.schema.names
+                       else pa.array([False] * rows))
+            encoded = [encode_arrow(batch.column(name), stored[name]) for name in names]
+            flat: list = [None] * (rows * stride)
+            flat[0::stride] = pc.cast(pc.cast(pc.cast(batch.column("valid_from"), pa.timestamp("us", tz="UTC")),
+                                              pa.int64()), pa.string()).to_pylist()
+            flat[1::stride] = pc.if_else(deleted, "1", "0").to_pylist()
+            flat[2::stride] = pc.if_else(deleted, str(tombstone_ms), str(expire_ms)).to_pylist()
+            flat[3::stride] = (pc.binary_join_element_wise(*[pc.if_else(pc.is_null(c), "1", "0") for c in encoded], "")
+                               if encoded else pa.array([""] * rows)).to_pylist()
+            for position, column in enumerate(encoded):
+                flat[4 + position::stride] = pc.fill_null(column, "").to_pylist()
+            summary.rows += rows
+            summary.applied += self._call_in_groups(keys, flat, stride, names, keys_per_call)
         return summary
 
-    def _call_in_groups(self, per_key: list[tuple[str, list[str]]], names: list[str], keys_per_call: int) -> int:
-        """Run the write script over groups of keys; on a cluster, each group shares a slot."""
-        groups: list[list[tuple[str, list[str]]]] = []
+    def _call_in_groups(self, keys: list[str], flat: list[str], stride: int, names: list[str],
+                        keys_per_call: int) -> int:
+        """Run the write script over groups of keys; on a cluster, each group shares a slot.
+
+        ``flat`` holds ``stride`` arguments per key, in the order of ``keys``."""
+        header = [str(len(names)), *names]
+        groups: list[tuple[list[str], list[str]]] = []
         if self.is_cluster:
-            by_slot: dict[int, list] = {}
-            for item in per_key:
-                by_slot.setdefault(self.client.keyslot(item[0]), []).append(item)
-            for items in by_slot.values():
-                groups.extend(items[i:i + keys_per_call] for i in range(0, len(items), keys_per_call))
+            by_slot: dict[int, list[int]] = {}
+            for position, key in enumerate(keys):
+                by_slot.setdefault(self.client.keyslot(key), []).append(position)
+            for positions in by_slot.values():
+                for i in range(0, len(positions), keys_per_call):
+                    chosen = positions[i:i + keys_per_call]
+                    argv = list(header)
+                    for position in chosen:
+                        argv.extend(flat[position * stride:(position + 1) * stride])
+                    groups.append(([keys[p] for p in chosen], argv))
         else:
-            groups = [per_key[i:i + keys_per_call] for i in range(0, len(per_key), keys_per_call)]
+            for i in range(0, len(keys), keys_per_call):
+                groups.append((keys[i:i + keys_per_call], header + flat[i * stride:(i + keys_per_call) * stride]))
         pipeline = self.client.pipeline(transaction=False)
-        for group in groups:
-            argv = [str(len(names)), *names]
-            for _, args in group:
-                argv.extend(args)
-            keys = [key for key, _ in group]
+        for group_keys, argv in groups:
             if self.is_cluster:
                 # redis-py's ClusterPipeline refuses EVALSHA (a Script object cannot be
                 # pipelined on a cluster: RedisClusterException) and stubs out .eval(); a raw
                 # EVAL is queued like any command and routed by the keys' shared slot.
-                pipeline.execute_command("EVAL", _WRITE_LATEST, len(keys), *keys, *argv)
+                pipeline.execute_command("EVAL", _WRITE_LATEST, len(group_keys), *group_keys, *argv)
             else:
-                self._write(keys=keys, args=argv, client=pipeline)
+                self._write(keys=group_keys, args=argv, client=pipeline)
         return sum(int(result) for result in pipeline.execute())
 
     def advance_synced_through(self, view: FeatureView, moment: datetime) -> bool:

@@ -1,0 +1,181 @@
+"""The raw ceilings, hand-written with the same libraries our platform uses underneath.
+
+    ceilings.py asof MANIFEST OUT.parquet           DuckDB's own ASOF JOIN over the same files (ttl applied)
+    ceilings.py redis-read MANIFEST ITERATIONS      redis-py HGETALL (1 key) and a pipeline of 100 HGETALLs
+    ceilings.py cdc-sql CHANGE_LOG OUT.parquet      workload B's feature history in one DuckDB SQL query
+    ceilings.py redis-benchmark ENTITIES            redis-benchmark's HSET of 11 fields per key (server ceiling)
+
+Each prints one JSON object on its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ours import REDIS_URL, PeakRss  # noqa: E402
+
+
+def asof(manifest: dict, out: str) -> dict:
+    entity_df = pd.read_parquet(manifest["entity_df"])
+    values = ", ".join(f'CASE WHEN h.valid_from >= e.event_timestamp - INTERVAL {manifest["ttl_seconds"]} SECOND '
+                       f'THEN h."{name}" END AS "{name}"' for name in manifest["features"])
+    with PeakRss() as rss:
+        began = time.perf_counter()
+        connection = duckdb.connect()
+        connection.register("entity_rows", entity_df)
+        frame = connection.sql(f"""
+            SELECT e.row_id, e.customer_id, e.event_timestamp, {values}
+            FROM entity_rows e ASOF LEFT JOIN read_parquet('{manifest["history_glob"]}') h
+              ON e.customer_id = h.customer_id AND e.event_timestamp >= h.valid_from
+            ORDER BY e.row_id
+        """).to_arrow_table()  # the joined table itself: no conversion to pandas counted
+        connection.close()
+        seconds = time.perf_counter() - began
+    frame.to_pandas().to_parquet(out)
+    return {"seconds": seconds, "rows": frame.num_rows, "peak_rss_mb": rss.mb}
+
+
+def redis_read(manifest: dict, iterations: int) -> dict:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"fp:{manifest['project']}:{manifest['view']}:"
+    customers = manifest["size"]["customers"]
+    rng = np.random.default_rng(1)
+    result = {}
+    for batch in (1, 100):
+        latencies = []
+        for i in range(iterations + 20):
+            keys = [f"{prefix}{k}" for k in rng.integers(1, customers + 1, size=batch)]
+            began = time.perf_counter()
+            if batch == 1:
+                answer = [client.hgetall(keys[0])]
+            else:
+                pipeline = client.pipeline(transaction=False)
+                for key in keys:
+                    pipeline.hgetall(key)
+                answer = pipeline.execute()
+            elapsed = time.perf_counter() - began
+            if i >= 20:
+                latencies.append(elapsed)
+        assert answer[0], "no values in Redis: was the sync run?"
+        result[f"ms_{batch}"] = [round(x * 1000, 4) for x in latencies]  # for pooling across rounds
+        result[f"p50_ms_{batch}"] = float(np.percentile(latencies, 50) * 1000)
+        result[f"p99_ms_{batch}"] = float(np.percentile(latencies, 99) * 1000)
+    return result
+
+
+def redis_benchmark(entities: int) -> dict:
+    """The server's own HSET throughput, pipelined 64 deep, into keys the run then deletes."""
+    import redis
+
+    url = redis.connection.parse_url(REDIS_URL)
+    fields = " ".join(f"f{i} 100.123456" for i in range(10)) + " _valid_from 1772323200000000"
+    command = ["redis-benchmark", "-h", url.get("host", "127.0.0.1"), "-p", str(url.get("port", 6379)),
+               "--dbnum", str(url.get("db", 0)), "-n", str(entities), "-r", str(entities), "-P", "64", "-q",
+               "--csv", *f"HSET benchceil:__rand_int__ {fields}".split()]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rate = float(re.findall(r'"([0-9.]+)"', output.strip().splitlines()[-1])[0])
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match="benchceil:*", count=5000))
+    for i in range(0, len(keys), 5000):
+        client.delete(*keys[i:i + 5000])
+    return {"entities_per_s": rate, "command": " ".join(command[:12]) + " HSET key <11 fields>"}
+
+
+# Workload B in SQL: the same row versions, window memberships and signed sweep as the
+# engines (docs/semantics.md), then the same "drop a row equal to the previous one in the
+# same hour". Money stays in exact integers (cents) until the mean's one division.
+CDC_SQL = """
+WITH changes AS (
+    SELECT *, epoch_us(_commit_time) AS commit_us,
+           CASE _op WHEN 'd' THEN 0 WHEN 't' THEN 1 WHEN 'r' THEN 2 WHEN 'c' THEN 3 ELSE 4 END AS op_rank
+    FROM read_parquet('{change_log}') WHERE _op <> 't'
+), versions AS (
+    SELECT purchaser::BIGINT AS entity, _op, commit_us AS known_from,
+           coalesce(lead(commit_us) OVER (PARTITION BY _pk ORDER BY _lsn, op_rank), {no_end}) AS known_to,
+           epoch_us(order_date) AS event_us,
+           quantity::BIGINT * (unit_price * 100)::BIGINT AS cents
+    FROM changes
+), members AS (
+    SELECT entity, greatest(known_from, event_us) AS s, least(known_to, event_us + {window}) AS e, cents
+    FROM versions
+    WHERE _op IN ('r', 'c', 'u') AND event_us IS NOT NULL AND entity IS NOT NULL
+      AND greatest(known_from, event_us) < least(known_to, event_us + {window})
+), events AS (
+    SELECT entity, s AS t, 1 AS sign, cents FROM members
+    UNION ALL
+    SELECT entity, e AS t, -1 AS sign, -cents FROM members WHERE e <> {no_end}
+), per_instant AS (
+    SELECT entity, t, sum(sign) AS d_count, sum(cents)::HUGEINT AS d_cents FROM events GROUP BY entity, t
+), running AS (
+    SELECT entity, t,
+           sum(d_count) OVER w AS order_count_30d,
+           sum(d_cents) OVER w AS cents_30d
+    FROM per_instant
+    WINDOW w AS (PARTITION BY entity ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+), valued AS (
+    SELECT entity, t, order_count_30d::BIGINT AS order_count_30d, cents_30d::BIGINT AS cents_30d,
+           CASE WHEN order_count_30d > 0 THEN cents_30d::DOUBLE / (order_count_30d * 100)::DOUBLE END
+               AS avg_order_value_30d
+    FROM running WHERE t < {end}
+), compared AS (
+    SELECT *,
+           lag(t) OVER p AS previous_t,
+           lag(order_count_30d) OVER p AS previous_count,
+           lag(cents_30d) OVER p AS previous_cents,
+           lag(avg_order_value_30d) OVER p AS previous_avg
+    FROM valued WINDOW p AS (PARTITION BY entity ORDER BY t)
+)
+SELECT entity AS customer_id, make_timestamp(t) AS valid_from, order_count_30d,
+       cents_30d, avg_order_value_30d
+FROM compared
+WHERE NOT (previous_t IS NOT NULL AND previous_t // 3600000000 = t // 3600000000
+           AND order_count_30d = previous_count AND cents_30d = previous_cents
+           AND avg_order_value_30d IS NOT DISTINCT FROM previous_avg)
+"""
+
+
+def cdc_sql(change_log: str, out: str) -> dict:
+    from datetime import timedelta
+
+    import workloads
+
+    query = CDC_SQL.format(change_log=change_log.replace("'", "''"), no_end=np.iinfo(np.int64).max,
+                           window=30 * 86_400_000_000,
+                           end=int((workloads.START + timedelta(days=200)).timestamp() * 1_000_000))
+    with PeakRss() as rss:
+        began = time.perf_counter()
+        connection = duckdb.connect()
+        table = connection.sql(query).to_arrow_table()
+        connection.close()
+        seconds = time.perf_counter() - began
+    import pyarrow.parquet as pq
+    pq.write_table(table, out)
+    return {"seconds": seconds, "rows": table.num_rows, "peak_rss_mb": rss.mb}
+
+
+if __name__ == "__main__":
+    command = sys.argv[1]
+    if command == "asof":
+        outcome = asof(json.loads(Path(sys.argv[2]).read_text()), sys.argv[3])
+    elif command == "redis-read":
+        outcome = redis_read(json.loads(Path(sys.argv[2]).read_text()), int(sys.argv[3]))
+    elif command == "cdc-sql":
+        outcome = cdc_sql(sys.argv[2], sys.argv[3])
+    elif command == "redis-benchmark":
+        outcome = redis_benchmark(int(sys.argv[2]))
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+    print(json.dumps(outcome))
