@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from feature_platform.faults import pause_point
+
 
 class UnsafePathError(ValueError):
     """A relative path that would leave the store's root."""
@@ -117,6 +119,7 @@ class Store:
         temporary = self._temporary_sibling(final)
         with open(temporary, "wb") as handle:
             handle.write(data)
+        pause_point("offline-write", final)  # inert outside fault-injection tests
         os.replace(temporary, final)
 
     def write_table(self, relative: str, table: pa.Table) -> None:
