@@ -4,6 +4,7 @@ Every input decodes or is quarantined with a reason; nothing raises; what decode
 """
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,20 @@ def test_the_property_catches_a_decoder_that_raises(monkeypatch):
         decode_lines(line, orders)
     with pytest.raises(KeyError):
         fuzzer.check_landing_text(line, None)
+
+
+def test_a_malformed_schema_entry_is_quarantined_with_the_field_named():
+    """Found by the 100k fuzz run: a list where a schema field's logical type name goes
+    raised TypeError out of the decoder (staging of the whole file crashed)."""
+    message = {"schema": {"type": "struct", "fields": [
+        {"type": "int32", "field": "id"},
+        {"type": "int32", "optional": False, "name": ["io.debezium.time.Date"], "field": "order_date"}]},
+        "payload": {"id": 10001, "order_date": 16816, "purchaser": 1001, "quantity": 1, "product_id": 102,
+                    "unit_price": "64.50", "__op": "r", "__lsn": 22629400, "__source_ts_ms": 1458208806588}}
+    [outcome] = decode_lines(json.dumps(message), orders)
+    assert outcome.decoded is None
+    assert "order_date" in outcome.reason and "schema entry is malformed" in outcome.reason
+    message["schema"]["fields"][1]["name"] = "io.debezium.time.Date"
+    message["schema"]["fields"].append({"type": "string", "field": "unit_price", "parameters": ["scale"]})
+    [outcome] = decode_lines(json.dumps(message), orders)
+    assert outcome.decoded is None and "unit_price" in outcome.reason
