@@ -14,7 +14,6 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from assets.sources import customers, orders
 from conftest import (
-    ORDERS_DIR,
     dumps,
     landing_name,
     ms,
@@ -77,17 +76,17 @@ def test_generated_batches_account_for_every_record(stores, tmp_path):
     first = landing_name(0, 0)
     second = landing_name(0, 100)
     # batch 1: 5 records, 1 cut-off line, 1 tombstone (empty line), 1 transaction marker
-    write_landing_file(stores.landing_dir, f"{ORDERS_DIR}/partition=0/{first}",
+    write_landing_file(stores.landing_dir, first,
                        [*creates, bad_json, "", marker], mtime=h1)  # (a line without a commit time files under its landing hour)
     # batch 2: re-delivers records 2 and 4 (a connector restart), 2 new records, 1 record with a bad type
     fresh = [dumps(order_message("c", lsn=300 + pk, commit_ms=ms(h1), tx_id=9, after=order_row(pk)))
              for pk in (10, 11)]
-    write_landing_file(stores.landing_dir, f"{ORDERS_DIR}/partition=0/{second}",
+    write_landing_file(stores.landing_dir, second,
                        [creates[1], creates[3], *fresh, bad_type], mtime=h1)
 
     metadata = materialize_change_logs(stores, [orders], hours=3, tmp_path=tmp_path)["orders"]
     rows = batch_rows(metadata)
-    one, two = rows[f"{ORDERS_DIR}/partition=0/{first}"], rows[f"{ORDERS_DIR}/partition=0/{second}"]
+    one, two = rows[first], rows[second]
     assert (one["records_in"], one["change_log_rows"], one["duplicates_dropped"], one["quarantined"]) == (6, 5, 0, 1)
     assert (one["tombstones"], one["markers_skipped"], one["complete"]) == (1, 1, True)
     assert (two["records_in"], two["change_log_rows"], two["duplicates_dropped"], two["quarantined"]) == (5, 2, 2, 1)

@@ -30,7 +30,6 @@ from feature_platform.offline_store import OfflineFeatureStore
 from feature_platform.online_store import META
 from feature_platform.storage import Store
 from reliability import (
-    END,
     MATERIALIZE,
     SHARED_REDIS,
     START,

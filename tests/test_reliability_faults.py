@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -29,9 +27,14 @@ import dagster as dg
 import pytest
 
 from assets.feature_views import FEATURE_VIEWS
-from conftest import landing_name, ms, order_message, order_row, dumps, write_landing_file
-from feature_platform.feature_store import FeatureStore
+from assets.sources import orders
+from conftest import dumps, landing_name, make_stores, ms, order_message, order_row, write_landing_file
+from feature_platform.cdc.change_log import file_id
 from feature_platform.config import Settings
+from feature_platform.feature_store import FeatureStore
+from feature_platform.orchestration.cdc_sensor import AnnouncementLog, build_cdc_sensor
+from feature_platform.orchestration.change_log_assets import build_change_log_asset
+from feature_platform.orchestration.partitions import hourly_partitions
 from feature_platform.redis_client import redact
 from feature_platform.registry import Registry
 from reliability import (
@@ -172,13 +175,6 @@ def test_unreachable_postgres_storage_is_a_clear_error_in_bounded_time(tmp_path)
 
 
 def test_unreadable_landing_zone_is_skipped_with_a_reason_then_caught_up_without_missing_a_file(tmp_path):
-    from assets.sources import orders
-    from conftest import ORDERS_DIR, make_stores
-    from feature_platform.cdc.change_log import file_id
-    from feature_platform.orchestration.cdc_sensor import AnnouncementLog, build_cdc_sensor
-    from feature_platform.orchestration.change_log_assets import build_change_log_asset
-    from feature_platform.orchestration.partitions import hourly_partitions
-
     stores = make_stores(tmp_path)
     start = START
     partitions = hourly_partitions(start)
@@ -192,11 +188,11 @@ def test_unreadable_landing_zone_is_skipped_with_a_reason_then_caught_up_without
                                           cursor=cursor, sensor_name=sensor.name)
         return sensor.evaluate_tick(context)
 
-    def land(offset: int) -> str:
-        relative = f"{ORDERS_DIR}/partition=0/{landing_name(0, offset)}"
+    def land(offset: int, root: Path | None = None) -> str:
+        relative = landing_name(0, offset)
         line = dumps(order_message("c", lsn=offset + 1, commit_ms=ms(start + timedelta(minutes=offset)),
                                    tx_id=offset + 1, after=order_row(offset + 1)))
-        write_landing_file(stores.landing_dir, relative, [line])
+        write_landing_file(root or stores.landing_dir, relative, [line])
         return relative
 
     landed = [land(0)]
@@ -212,12 +208,7 @@ def test_unreadable_landing_zone_is_skipped_with_a_reason_then_caught_up_without
     assert "unreadable" in unreadable.skip_message and "will retry" in unreadable.skip_message
     assert str(stores.landing_dir) in unreadable.skip_message
     assert unreadable.cursor == first.cursor  # nothing taken, nothing forgotten
-    for offset in (1, 2):
-        relative = f"{ORDERS_DIR}/partition=0/{landing_name(0, offset)}"
-        line = dumps(order_message("c", lsn=offset + 1, commit_ms=ms(start + timedelta(minutes=offset)),
-                                   tx_id=offset + 1, after=order_row(offset + 1)))
-        write_landing_file(aside, relative, [line])
-        landed.append(relative)
+    landed += [land(offset, root=aside) for offset in (1, 2)]
 
     # Readable again: the next tick takes exactly the files it has not announced yet.
     stores.landing_dir.unlink()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
-import os
 from pathlib import Path
 from urllib.parse import quote
 
