@@ -1,7 +1,7 @@
 """Load the HTTP feature server on loopback: a fixed number of requests, throughput and p99.
 
     .venv/bin/python bench/load_server.py                       # 20,000 requests, 8 connections
-    .venv/bin/python bench/load_server.py --requests 500 --json # a quick check (what CI runs)
+    .venv/bin/python bench/load_server.py --requests 300 --json # a quick check (CI runs about this)
     .venv/bin/python bench/load_server.py --record              # also write bench/RESULTS.md
 
 What runs: a private redis-server (feature_platform/embedded_redis.py) holding the latest

@@ -3,7 +3,7 @@ webserver, daemon, code server) runs the platform; every batch processed exactly
 
     .venv/bin/python bench/soak_dev.py --batches 200 --interval 2      # the full run (~10 min)
 
-tests/test_reliability_soak.py runs it with 20 batches. What is checked at the end:
+tests/test_reliability_soak.py runs it with 12 batches. What is checked at the end:
 
 * exactly once: every landed file was announced by the CDC sensor in exactly one tick (the
   sensor's announcement log lists each file id once) and staged once (one manifest each);
