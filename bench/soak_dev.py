@@ -138,6 +138,10 @@ def soak(batches: int, interval: float, orders_per_batch: int, workdir: Path, ti
         environment.update(FP_DATA_DIR=str(data), FP_DAGSTER_HOME=str(home), FP_DAGSTER_PORT=str(port),
                            FP_SKIP_DEMO_DATA="1", FP_NO_INSTALL="1", FP_PROJECT=PROJECT,
                            FP_REDIS_URL=redis_server.url,
+                           # Launching a run is a gRPC call to the code server, 60 s by default; on a
+                           # 2-core machine shared with other test runs (load average 30+) it was
+                           # seen to take longer, failing the run before it started.
+                           DAGSTER_GRPC_TIMEOUT_SECONDS=os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS", "300"),
                            FP_PARTITIONS_START=(now.replace(minute=0, second=0, microsecond=0)
                                                 - timedelta(hours=2)).isoformat())
         (data / "landing").mkdir(parents=True)
