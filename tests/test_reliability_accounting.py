@@ -158,3 +158,28 @@ def test_real_samples_landed_twice_account_for_every_record(stores, tmp_path):
         assert data["records_in"].value == (data["dagster/row_count"].value + data["duplicates_dropped"].value
                                             + data["quarantined_records"].value)
     assert sum(metadata[t.name]["records_in"].value for t in (orders, customers)) == records
+
+
+def test_a_staged_fragment_that_went_missing_fails_the_run_naming_the_batch(stores, tmp_path):
+    """The cross-check is not vacuous: records a batch's manifest counted but no partition holds
+    (a fragment deleted behind the platform's back) stop the run instead of vanishing."""
+    commit = START + timedelta(minutes=5)
+    relative = landing_name(0, 7)
+    write_landing_file(stores.landing_dir, relative, [
+        dumps(order_message("c", lsn=10 + pk, commit_ms=ms(commit + pk * HOUR), tx_id=10 + pk, after=order_row(pk)))
+        for pk in (0, 1)])
+    [staged] = ChangeLog(stores.offline, orders).stage_pending(stores.landing)
+    assert len(staged.hours) == 2
+    lost = stores.offline_dir / "test" / "_staging" / "orders" / staged.hours[1] / f"{staged.file_id}.parquet"
+    lost.unlink()
+    partitions = hourly_partitions(START)
+    (tmp_path / "dagster_home").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as instance:
+        result = dg.materialize([build_change_log_asset(orders, partitions)], resources=stores.resources,
+                                instance=instance, raise_on_error=False, tags={
+                                    ASSET_PARTITION_RANGE_START_TAG: partition_key_of(START),
+                                    ASSET_PARTITION_RANGE_END_TAG: partition_key_of(START + 2 * HOUR)})
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.message
+    assert "missing from the change log" in message and f"{relative}: 1 of 2" in message, message

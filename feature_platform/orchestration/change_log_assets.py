@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from feature_platform.cdc.change_log import BatchAccount, ChangeLog, LineAccount, hour_label
+from feature_platform.cdc.change_log import BatchAccount, ChangeLog, LineAccount, file_id, hour_label
 from feature_platform.orchestration.partitions import hours_between, partition_key_of
 from feature_platform.orchestration.resources import LandingZoneResource, OfflineStoreResource
 from feature_platform.sources import SourceTable
@@ -80,15 +80,20 @@ BATCH_ACCOUNTING_SCHEMA = dg.TableSchema(columns=[
 
 
 def _batch_accounts(log: ChangeLog, accounts: dict[str, BatchAccount], start, end,
-                    includes_first_partition: bool) -> list[dict]:
+                    includes_first_partition: bool, settled: set[str]) -> list[dict]:
     """One row per batch: where its records went, and (when the run covers all its hours) a
-    cross-check against the line account its manifest recorded when it was decoded."""
+    cross-check against the line account its manifest recorded when it was decoded.
+
+    Only batches staged before the partitions were built (``settled``) are cross-checked: the
+    sensor may stage a file while the run builds, and the hours built before its fragments
+    appeared then miss part of it — that batch is complete in the next run, not lost.
+    """
     low, high = hour_label(start), hour_label(end)
     rows = []
     for path, account in sorted(accounts.items()):
         manifest = log.read_manifest(path)
         lines = manifest.account if manifest else LineAccount()
-        complete = manifest is not None and all(
+        complete = manifest is not None and file_id(path) in settled and all(
             (hour >= low or includes_first_partition) and hour < high for hour in manifest.hours)
         decoded = lines.changes + lines.quarantined
         rows.append({"file": path, "records_in": account.records_in, "change_log_rows": account.change_log_rows,
@@ -136,6 +141,7 @@ def build_change_log_asset(table: SourceTable, partitions_def: dg.PartitionsDefi
         if staged_now:
             context.log.info(f"decoded {len(staged_now)} new landing file(s): {staged_account}")
 
+        settled = log.staged_ids()  # every fragment of these files exists (the manifest is written last)
         window = context.partition_time_window
         first_partition_start = partitions_def.get_first_partition_window().start
         reasons: list[str] = []
@@ -155,7 +161,7 @@ def build_change_log_asset(table: SourceTable, partitions_def: dg.PartitionsDefi
         for account in accounts.values():
             totals.add(account)
         batches = _batch_accounts(log, accounts, window.start, window.end,
-                                  includes_first_partition=window.start <= first_partition_start)
+                                  includes_first_partition=window.start <= first_partition_start, settled=settled)
         unaccounted = [row for row in batches if row["unaccounted"]]
         if unaccounted:
             # Records a batch's manifest says were decoded, but that no partition holds: data lost.
