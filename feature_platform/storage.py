@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from feature_platform.config import S3Options
+from feature_platform.faults import pause_point
 
 S3_SCHEME = "s3://"
 S3_PAGE_SIZE = 1000  # the most keys one ListObjectsV2 call returns
@@ -275,6 +276,7 @@ class Store:
         temporary = self._temporary_sibling(final)
         with open(temporary, "wb") as handle:
             handle.write(data)
+        pause_point("offline-write", final)  # inert outside fault-injection tests
         os.replace(temporary, final)
 
     def write_table(self, relative: str, table: pa.Table) -> None:

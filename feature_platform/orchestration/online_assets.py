@@ -14,6 +14,7 @@ import duckdb
 import pandas as pd
 
 from feature_platform.checks import check_skew, sample_entities
+from feature_platform.faults import pause_point
 from feature_platform.feature_view import FeatureView
 from feature_platform.historical import lookup_view
 from feature_platform.offline_store import OfflineFeatureStore
@@ -78,7 +79,11 @@ def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnli
     start = first_partition if synced is None else min(window_start, synced.replace(minute=0, second=0, microsecond=0))
     hours = [h for h in offline.known_partitions(view, first_partition) if start <= h < horizon]
     paths = [offline.store.uri_of(offline.partition_path(view, hour)) for hour in hours]
+    pause_point("online-sync", f"{view.name}:before-write")  # inert outside fault-injection tests
     summary = online.write_latest(view, latest_rows(paths, view.entity.join_key)) if paths else None
+    # A crash here leaves the rows written and synced_through where it was: the next run
+    # rewrites the same rows (ties are harmless) and only then moves synced_through.
+    pause_point("online-sync", f"{view.name}:written")
     online.advance_synced_through(view, horizon)
     return {
         "entities_written": summary.applied if summary else 0,

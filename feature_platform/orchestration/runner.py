@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,10 +29,28 @@ def load_definitions(module_name: str | None = None) -> dg.Definitions:
     return module.defs
 
 
+class InstanceUnavailable(RuntimeError):
+    """The Dagster instance's storage cannot be opened (PostgreSQL down, say); the message says which."""
+
+
+def _root_cause(error: BaseException) -> str:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return re.sub(r"://([^:/@\s]*):[^@\s]*@", r"://\1:***@", first_line)  # never a password from a URL
+
+
 def open_instance() -> tuple[dg.DagsterInstance, str]:
     """The Dagster instance runs are recorded in, and a sentence saying which."""
     if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get(), f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
+        where = f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
+        try:
+            # dagster-postgres retries a refused connection for a few seconds, then raises from
+            # deep inside the storage classes: one sentence naming the instance is what a user needs.
+            return dg.DagsterInstance.get(), where
+        except Exception as error:  # noqa: BLE001 - any storage failure ends the command the same way
+            raise InstanceUnavailable(f"the Dagster instance ({where}, dagster.yaml) cannot open its storage: "
+                                      f"{_root_cause(error)}") from None
     local = Path.cwd() / ".dagster_home"
     if (local / "dagster.yaml").exists():
         return dg.DagsterInstance.from_config(str(local)), f"{local} (the instance scripts/dev uses)"

@@ -1,0 +1,131 @@
+"""Crash safety: ``kill -9`` a real ``feature-platform materialize`` run while it writes an
+offline partition and while it syncs Redis; the re-run ends byte-identical to a run that was
+never interrupted, and no reader ever sees a half-written partition.
+
+How the kills hit those moments every time: the run is started with ``FP_FAULT_PAUSE_AT``
+(feature_platform/faults.py), so it stands still exactly
+
+* after writing the complete temporary file of ``features/customer_orders/2026-03-01T05``
+  and before renaming it over the final name (``offline-write``) — the only window in which
+  a half-published partition could exist; and
+* after every ``customer_orders`` entity's row is in Redis and before its ``synced_through``
+  moves, with other views not synced yet (``online-sync``) — Redis is then ahead of its
+  watermark, and partly synced across views.
+
+Timing alone (a big partition, a sleep) would hit those windows only sometimes; a pause
+point makes the test deterministic on any machine, and it is inert in real deployments.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import duckdb
+import pyarrow.dataset as ds
+import pytest
+
+from assets.feature_views import customer_orders
+from feature_platform.offline_store import OfflineFeatureStore
+from feature_platform.online_store import META
+from feature_platform.storage import Store
+from reliability import (
+    MATERIALIZE,
+    SHARED_REDIS,
+    START,
+    cli_environment,
+    drop_redis_project,
+    kill_group,
+    offline_snapshot,
+    redis_snapshot,
+    run_cli,
+    small_demo_landing,
+    start_cli,
+    temporary_files,
+    wait_for_pause,
+)
+
+PAUSED_HOUR = START + timedelta(hours=5)
+ORDERS_META = f"customer_orders:{META}"
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_mid_write_and_mid_sync_then_rerun_is_byte_identical(tmp_path):
+    data = tmp_path / "data"
+    small_demo_landing(data / "landing")
+    suffix = uuid.uuid4().hex[:8]
+    reference, crashed = f"ref_{suffix}", f"crash_{suffix}"
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    try:
+        done = run_cli(cli_environment(data, reference, SHARED_REDIS), *MATERIALIZE)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        expected_offline = offline_snapshot(data / "offline" / reference)
+        expected_redis = redis_snapshot(SHARED_REDIS, reference)
+        assert any(path.startswith("features/customer_orders/") for path in expected_offline)
+        assert b"synced_through" in expected_redis[ORDERS_META]  # the reference run synced Redis
+
+        # 1. kill -9 while features/customer_orders/<05h> is written but not yet published.
+        crash_root = data / "offline" / crashed
+        log = tmp_path / "run1.log"
+        target = f"features/customer_orders/{PAUSED_HOUR:%Y-%m-%dT%H}.parquet"
+        process = start_cli(cli_environment(data, crashed, SHARED_REDIS, FP_FAULT_PAUSE_AT=f"offline-write:{target}",
+                                            FP_FAULT_DIR=str(pauses)), *MATERIALIZE, log=log)
+        try:
+            paused = wait_for_pause(pauses, "offline-write", process, log)
+            assert paused["detail"].endswith(target)
+            # The complete temporary file sits next to the final name, which does not exist yet.
+            [temporary] = temporary_files(crash_root / "features" / "customer_orders")
+            assert temporary.stat().st_size > 0 and not (crash_root / target).exists()
+            readers_see_no_partial_partition(crash_root, temporary)
+        finally:
+            kill_group(process)
+        assert process.returncode == -9
+
+        # 2. kill -9 while online/customer_orders is synced but its synced_through has not moved.
+        log = tmp_path / "run2.log"
+        process = start_cli(cli_environment(data, crashed, SHARED_REDIS, FP_FAULT_PAUSE_AT="online-sync:customer_orders:written",
+                                            FP_FAULT_DIR=str(pauses)), *MATERIALIZE, log=log)
+        try:
+            wait_for_pause(pauses, "online-sync", process, log)
+            partial = redis_snapshot(SHARED_REDIS, crashed)
+            order_keys = [k for k in partial if k.startswith("customer_orders:") and not k.endswith(":meta")]
+            assert order_keys, "the pause comes after the rows were written"
+            assert b"synced_through" not in partial.get(ORDERS_META, {})  # ...and before the watermark moved
+        finally:
+            kill_group(process)
+        assert partial != expected_redis  # the kill really left Redis half-synced
+
+        # 3. An ordinary re-run: offline byte-identical, Redis the same values.
+        again = run_cli(cli_environment(data, crashed, SHARED_REDIS), *MATERIALIZE)
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-4000:]
+        assert offline_snapshot(crash_root) == expected_offline
+        assert redis_snapshot(SHARED_REDIS, crashed) == expected_redis
+    finally:
+        drop_redis_project(SHARED_REDIS, reference)
+        drop_redis_project(SHARED_REDIS, crashed)
+
+
+def readers_see_no_partial_partition(root, temporary) -> None:
+    """While the run stands between writing and renaming: every reader the platform uses, and
+    plain DuckDB / pyarrow dataset reads of the folder, see only published partitions."""
+    folder = root / "features" / "customer_orders"
+    published = sorted(p.name for p in folder.glob("*.parquet"))
+    assert published == [f"{START + timedelta(hours=h):%Y-%m-%dT%H}.parquet" for h in range(5)]
+
+    history = OfflineFeatureStore(Store(str(root)))
+    assert history.known_partitions(customer_orders, START) == [START + timedelta(hours=h) for h in range(5)]
+    assert history.horizon(customer_orders, START) == PAUSED_HOUR  # nothing past the published hours is trusted
+    rows = history.read_history(customer_orders, START)
+    assert all(v < PAUSED_HOUR for v in rows.column("valid_from").to_pylist())
+
+    connection = duckdb.connect()
+    try:
+        files = connection.execute(f"SELECT DISTINCT filename FROM read_parquet('{folder}/*.parquet', filename=true)").fetchall()
+        assert temporary.name not in {f[0].rsplit('/', 1)[-1] for f in files}
+        assert connection.execute(f"SELECT count(*) FROM read_parquet('{folder}/*.parquet')").fetchone()[0] == rows.num_rows
+    finally:
+        connection.close()
+    dataset = ds.dataset(str(folder), format="parquet")  # ignores '.'/'_' names by default
+    assert temporary.name not in {f.rsplit('/', 1)[-1] for f in dataset.files}
+    assert dataset.to_table().num_rows == rows.num_rows

@@ -1,0 +1,28 @@
+"""Soak, small: 12 batches landed 1.5 s apart while ``scripts/dev`` runs ``dagster dev``
+(bench/soak_dev.py; the full 200-batch run is that script outside the suite). Every batch is
+announced and staged exactly once, every sensor run succeeds, the change log and Redis hold
+each order exactly once, and the long-running processes' memory stays flat.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak_dev.py"
+
+
+@pytest.mark.timeout(420)
+def test_small_soak_under_dagster_dev_processes_every_batch_exactly_once(tmp_path):
+    spec = importlib.util.spec_from_file_location("soak_dev", SOAK)
+    soak_dev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak_dev)
+    report = soak_dev.soak(batches=12, interval=1.5, orders_per_batch=3, workdir=tmp_path, timeout=380)
+    print(report)  # shown with -s: the timings and memory figures
+    assert report["runs"] >= 1 and report["runs_failed"] == 0, report
+    assert report["files_announced"] == report["manifests"] == 12, report
+    assert report["files_announced_more_than_once"] == [], report
+    assert report["change_log_rows"] == report["orders"] == 36, report
+    assert report["redis_counts_exact"], report
+    assert len(report["memory"]) >= 3, report  # webserver, daemon, code server (and the launcher)
+    assert report["memory_flat"], report["memory"]
