@@ -77,29 +77,31 @@ class ValueOverflowError(OverflowError):
 
 
 def overflow(view: FeatureView, feature: str, entity, moment: int | None, what: str) -> ValueOverflowError:
+    entity = entity.item() if isinstance(entity, np.generic) else entity
     when = "" if moment is None else f" at {micros_to_timestamp(pd.Series([moment])).to_pylist()[0].isoformat()}"
     return ValueOverflowError(f"feature view {view.name!r}, feature {feature!r}, entity {entity!r}{when}: {what}")
 
 
 # -- exact expressions ----------------------------------------------------------------------
 
-def _bound(expression: Expr, types: dict[str, DType], frame: pd.DataFrame) -> tuple[int, int]:
-    """(a bound on |value|, a bound on every exact intermediate) of an expression on ``frame``.
+def bound(expression: Expr, types: dict[str, DType], column_bound) -> tuple[int, int]:
+    """(a bound on |value|, a bound on every exact intermediate) of an expression.
 
-    Both are exact Python ints computed from the columns' largest absolute values, so an
-    expression whose intermediate bound fits int64 cannot wrap around in int64 arithmetic.
-    Non-exact results (floats, booleans, strings) have value bound 0.
+    ``column_bound(name)`` bounds an exact column: its largest absolute value in the data
+    (pandas), or what its declared type allows (Spark). Both results are exact Python ints,
+    so an expression whose intermediate bound fits int64 cannot wrap around in int64
+    arithmetic. Non-exact results (floats, booleans, strings) have value bound 0.
     """
     exact = expression.dtype(types).kind in ("int", "decimal")
     if isinstance(expression, Column):
-        value = max_abs(frame[expression.name]) if exact else 0
+        value = column_bound(expression.name) if exact else 0
         return value, value
     if isinstance(expression, Literal):
         value = abs(expression.value) if exact else 0
         return value, value
     if isinstance(expression, _Binary):
-        (left, left_inner), (right, right_inner) = (_bound(expression.left, types, frame),
-                                                    _bound(expression.right, types, frame))
+        (left, left_inner), (right, right_inner) = (bound(expression.left, types, column_bound),
+                                                    bound(expression.right, types, column_bound))
         inner = max(left_inner, right_inner)
         if not exact:
             # A comparison rescales its exact operands to a common scale first.
@@ -112,11 +114,11 @@ def _bound(expression: Expr, types: dict[str, DType], frame: pd.DataFrame) -> tu
                 right * 10 ** (target - _scale(expression.right, types))
         return value, max(inner, value)
     if isinstance(expression, _When):
-        parts = [_bound(e, types, frame) for e in (expression.condition, expression.then, expression.otherwise)
+        parts = [bound(e, types, column_bound) for e in (expression.condition, expression.then, expression.otherwise)
                  if e is not None]
         return (max(p[0] for p in parts[1:]) if exact else 0), max(p[1] for p in parts)
     if isinstance(expression, _IsNull):
-        return 0, _bound(expression.inner, types, frame)[1]
+        return 0, bound(expression.inner, types, column_bound)[1]
     if isinstance(expression, _Length):
         return 2**31, 2**31
     return 2**64, 2**64  # an expression this module does not know: take the exact path
@@ -134,7 +136,7 @@ def _max_scale(expression: _Binary, types: dict[str, DType]) -> int:
 def exact_values(expression: Expr, frame: pd.DataFrame, types: dict[str, DType]) -> pd.Series:
     """The expression on ``frame``: int64 arithmetic when no intermediate can pass int64, else
     Python ints (an object column), so an exact result is never wrapped around."""
-    if _bound(expression, types, frame)[1] <= INT64_MAX:
+    if bound(expression, types, lambda name: max_abs(frame[name]))[1] <= INT64_MAX:
         return expression.to_pandas(frame, types)
     wide = frame.copy()
     for name in expression.columns():
@@ -560,8 +562,8 @@ def aggregation_history(versions: pd.DataFrame, view: FeatureView, live_after: i
         members = _memberships(versions, view, window, live_after)
         inputs = {a.name: exact_values(a.input, members, input_types) for a in aggregations if a.input is not None}
         for aggregation in aggregations:
-            if aggregation.name in inputs and is_wide(inputs[aggregation.name]):
-                kind = aggregation.input.dtype(input_types).kind
+            kind = aggregation.input.dtype(input_types).kind if aggregation.input is not None else None
+            if kind in ("int", "decimal") and is_wide(inputs[aggregation.name]):
                 _refuse_beyond(inputs[aggregation.name].set_axis(pd.MultiIndex.from_arrays(
                     [members["_entity"], members["_start"]])), INT64_MAX if kind == "int" else DECIMAL38_MAX,
                     view, aggregation.name, repr(aggregation.input))
