@@ -151,11 +151,26 @@ def correctly_rounded_sqrt(value: Fraction) -> float:
         return float((decimal.Decimal(value.numerator) / decimal.Decimal(value.denominator)).sqrt())
 
 
-def aggregation_values(changes: list[dict], view, moment: datetime) -> dict:
-    """{entity: {feature: value}} at ``moment`` for every entity named anywhere in the log."""
+def transformed(rows: list[dict], row_function) -> list[dict]:
+    """A view's RowTransform, as a plain function of one row (None: the row is dropped)."""
+    if row_function is None:
+        return rows
+    return [out for out in (row_function(dict(r)) for r in rows) if out is not None]
+
+
+def entities_of(changes: list[dict], view, row_function) -> set:
+    versions = transformed([c for c in changes if c["_op"] in ("r", "c", "u")], row_function)
+    return {v[view.entity_column] for v in versions if v[view.entity_column] is not None}
+
+
+def aggregation_values(changes: list[dict], view, moment: datetime, row_function=None) -> dict:
+    """{entity: {feature: value}} at ``moment`` for every entity named anywhere in the log.
+
+    ``row_function`` stands for the view's RowTransform: applied to the rows of the table at
+    ``moment`` (a row it drops does not exist then)."""
     changes = resolve_toast(changes)
-    table = table_at(changes, moment)
-    entities = {c[view.entity_column] for c in changes if c["_op"] != "t" and c[view.entity_column] is not None}
+    table = transformed(table_at(changes, moment), row_function)
+    entities = entities_of(changes, view, row_function)
     result = {}
     for entity in entities:
         values = {}
@@ -172,11 +187,11 @@ def aggregation_values(changes: list[dict], view, moment: datetime) -> dict:
 
 # -- rule 5: latest-state views -------------------------------------------------------------
 
-def latest_state_values(changes: list[dict], view, moment: datetime) -> dict:
+def latest_state_values(changes: list[dict], view, moment: datetime, row_function=None) -> dict:
     """{entity: {feature: value}, or ABSENT when the entity has no row at ``moment``}."""
     changes = resolve_toast(changes)
-    table = table_at(changes, moment)
-    entities = {c[view.entity_column] for c in changes if c["_op"] != "t" and c[view.entity_column] is not None}
+    table = transformed(table_at(changes, moment), row_function)
+    entities = entities_of(changes, view, row_function)
     result = {}
     for entity in entities:
         rows = [r for r in table if r[view.entity_column] == entity]
@@ -191,10 +206,10 @@ def latest_state_values(changes: list[dict], view, moment: datetime) -> dict:
     return result
 
 
-def values_at(changes: list[dict], view, moment: datetime) -> dict:
+def values_at(changes: list[dict], view, moment: datetime, row_function=None) -> dict:
     if view.is_aggregation_view:
-        return aggregation_values(changes, view, moment)
-    return latest_state_values(changes, view, moment)
+        return aggregation_values(changes, view, moment, row_function)
+    return latest_state_values(changes, view, moment, row_function)
 
 
 def empty_values(view) -> dict:

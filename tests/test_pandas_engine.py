@@ -18,6 +18,7 @@ import os
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -29,8 +30,8 @@ from assets.sources import customers, orders
 from feature_platform.cdc.change_log import change_log_schema
 from feature_platform.engines.pandas_engine import HistoryRange, compute_history
 from feature_platform.entity import Entity
-from feature_platform.expressions import col, length, when
-from feature_platform.feature_view import Aggregation, Derived, Feature, FeatureView
+from feature_platform.expressions import INT, STRING, col, length, when
+from feature_platform.feature_view import Aggregation, Derived, Feature, FeatureView, RowTransform
 
 try:
     import oracle  # pytest puts tests/ on sys.path (no __init__.py there)
@@ -106,7 +107,63 @@ customer_raw = FeatureView(
 )
 
 ORDER_AGGREGATION_VIEWS = [customer_orders, product_sales, order_extremes, product_extremes]
-ORDER_VIEWS = [*ORDER_AGGREGATION_VIEWS, order_state]
+# The custom-transform escape hatch, with a string entity key it adds: each engine's own code,
+# and the same thing as a plain function of one row for the oracle.
+def buyer_code_row(row: dict) -> dict | None:
+    if row["product_id"] == 3:
+        return None  # the transform drops these rows
+    return {**row, "buyer": None if row["purchaser"] is None else f"buyer-{row['purchaser']}",
+            "bulk": None if row["quantity"] is None else int(row["quantity"] >= 3)}
+
+
+def buyer_code_pandas(frame):
+    frame = frame[(frame["product_id"].fillna(0) != 3).to_numpy()]
+    buyer = frame["purchaser"].map(lambda p: None if pd.isna(p) else f"buyer-{int(p)}").astype(object)
+    return frame.assign(buyer=buyer, bulk=(frame["quantity"] >= 3).astype("Int64"))
+
+
+def buyer_code_spark(frame):
+    from pyspark.sql import functions as F
+
+    frame = frame.filter(F.coalesce(F.col("product_id"), F.lit(0)) != 3)
+    return frame.withColumn("buyer", F.concat(F.lit("buyer-"), F.col("purchaser").cast("string"))) \
+        .withColumn("bulk", (F.col("quantity") >= 3).cast("long"))
+
+
+BUYER_CODES = RowTransform({"buyer": STRING, "bulk": INT}, pandas=buyer_code_pandas, spark=buyer_code_spark)
+buyer = Entity("buyer", join_key="buyer_code")
+
+buyer_activity = FeatureView(
+    name="buyer_activity",
+    entity=buyer,
+    source=orders,
+    entity_column="buyer",
+    timestamp_field="order_date",
+    transform=BUYER_CODES,
+    aggregations=[
+        Aggregation("orders_7d", "count", window="7d"),
+        Aggregation("bulk_orders_30d", "sum", "bulk", window="30d"),
+        Aggregation("products_30d", "count_distinct", "product_id", window="30d"),
+        Aggregation("last_bulk", "last", "bulk"),
+        Aggregation("mean_value_7d", "mean", order_value, window="7d"),
+        Aggregation("value_stddev_30d", "stddev", order_value, window="30d"),
+        Aggregation("cheapest_1h", "min", "unit_price", window="1h"),
+    ],
+    derived=[Derived("mostly_bulk", col("bulk_orders_30d") * 2 > col("orders_7d"))],
+)
+
+order_flags = FeatureView(
+    name="order_flags",
+    entity=order,
+    source=orders,
+    entity_column="id",
+    transform=BUYER_CODES,
+    features=[Feature("buyer"), Feature("bulk"), Feature("unit_price")],
+)
+
+ROW_FUNCTIONS = {buyer_activity.name: buyer_code_row, order_flags.name: buyer_code_row}
+
+ORDER_VIEWS = [*ORDER_AGGREGATION_VIEWS, order_state, buyer_activity, order_flags]
 CUSTOMER_VIEWS = [customer_profile, customer_raw]
 RUN_VIEWS = [customer_orders, order_extremes, order_state]  # for the (slower) properties of runs
 
@@ -351,7 +408,7 @@ def discrepancies(rows: list[dict], view: FeatureView, history: History, moments
     """Every (instant, entity, feature) where the engine's as-of value differs from the oracle."""
     found = []
     for moment in sorted(set(moments)):
-        expected_all = oracle.values_at(rows, view, moment)
+        expected_all = oracle.values_at(rows, view, moment, ROW_FUNCTIONS.get(view.name))
         for entity in sorted(set(expected_all) | set(history.by_entity), key=str):
             expected = expected_all.get(entity, oracle.ABSENT if not view.is_aggregation_view else
                                         oracle.empty_values(view))

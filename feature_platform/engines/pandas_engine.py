@@ -666,7 +666,22 @@ def apply_row_transform(versions: pd.DataFrame, view: FeatureView) -> pd.DataFra
     missing = [c for c in [*versions.columns, *view.transform.columns] if c not in transformed.columns]
     if missing:
         raise ValueError(f"feature view {view.name!r}: transform.pandas dropped or did not add columns {missing}")
-    return transformed.reset_index(drop=True)
+    return _close_before_dropped_versions(transformed.reset_index(drop=True))
+
+
+def _close_before_dropped_versions(kept: pd.DataFrame) -> pd.DataFrame:
+    """A version the transform dropped does not exist: the kept version before it ends there as
+    if deleted (a latest-state entity has no row until a later kept version), not lasting on."""
+    if kept.empty:
+        return kept
+    kept = kept.sort_values(["_pk", "_lsn", "_rank"], kind="stable").reset_index(drop=True)
+    keys, lsns = kept["_pk"].to_numpy(), kept["_lsn"].to_numpy(dtype=np.int64)
+    next_kept = np.full(len(kept), NO_END, dtype=np.int64)
+    same_key = keys[1:] == keys[:-1]
+    next_kept[:-1] = np.where(same_key, lsns[1:], NO_END)
+    dropped_next = (kept["closed_by"] == "version").to_numpy() & (next_kept != kept["closed_by_lsn"].to_numpy())
+    kept.loc[dropped_next, "closed_by"] = "delete"
+    return kept
 
 
 # -- the whole computation --------------------------------------------------------------------------

@@ -705,8 +705,15 @@ def _apply_row_transform(versions, view: FeatureView):
     missing = [c for c in [*versions.columns, *view.transform.columns] if c not in transformed.columns]
     if missing:
         raise ValueError(f"feature view {view.name!r}: transform.spark dropped or did not add columns {missing}")
-    return transformed.select(*[F.col(c) for c in versions.columns], *[
+    transformed = transformed.select(*[F.col(c) for c in versions.columns], *[
         F.col(name).cast(_spark_type(dtype)).alias(name) for name, dtype in view.transform.columns.items()])
+    # A dropped version does not exist: the kept one before it ends there as if deleted
+    # (``_close_before_dropped_versions``).
+    from pyspark.sql import Window
+
+    next_kept = F.lead("_lsn").over(Window.partitionBy("_pk").orderBy("_lsn", "_rank", "_file", "_seq"))
+    dropped_next = (F.col("closed_by") == "version") & (next_kept.isNull() | (next_kept != F.col("closed_by_lsn")))
+    return transformed.withColumn("closed_by", F.when(dropped_next, F.lit("delete")).otherwise(F.col("closed_by")))
 
 
 def _to_arrow(history, view: FeatureView) -> pa.Table:
