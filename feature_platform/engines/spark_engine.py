@@ -10,9 +10,10 @@ sweep is a window function or a grouped sum (../shared/DESIGN-NOTES.md). Spark p
 that work by primary key, then by entity, so the same definition runs on a cluster when a
 change log outgrows one machine. Step by step, with the pandas function each one mirrors:
 
-1. **Loading** (``change_log_frame``): a decimal becomes its unscaled ``long``
+1. **Loading** (``change_log_frame``): a decimal(p,s) becomes its unscaled ``decimal(p,0)``
    (``unit_price * 100``), a timestamp its microseconds (``unix_micros``), an int a ``long``.
-   Nothing is a float before a mean, a stddev or a division, so sums are exact.
+   Nothing is a float before a mean, a stddev or a division; sums of ints and decimals are
+   ``DECIMAL(38,0)`` with ``try_`` arithmetic, so they are exact or a named error.
 2. **Row versions** (``row_versions``): a window over ``_pk`` ordered by ``(_lsn, op rank)``.
    ``lead(_commit)`` is ``known_to`` (the key's next change, a delete included, closes a
    version). A TOASTed column takes the value of the latest earlier *version* of the key
@@ -43,9 +44,11 @@ change log outgrows one machine. Step by step, with the pandas function each one
    ``view.history_schema()``, sorted by (valid_from, join key) like ``to_arrow``.
 
 Floats are bit-identical because both engines make them from the same integers in the same
-IEEE operations: ``mean = double(Σx) / double(n·10^scale)`` and
-``stddev = sqrt(double(n·Σx² − (Σx)²) / double(n(n−1))) / 10^scale``, the numerator exact in
-``DECIMAL(38,0)`` as pandas's is in Python ints. (Sums over a *float* input column depend on
+way: ``mean = double(Σx) / double(n·10^scale)``, and the stddev is the correctly rounded
+``sqrt((n·Σx² − (Σx)²) / (n(n−1)·10^2scale))`` from the exact numerator (``DECIMAL(38,0)``
+here, Python ints in pandas), computed by the pandas engine's own ``rounded_sqrt`` in a
+pandas UDF. A value beyond ``DECIMAL(38)`` raises a ``raise_error`` naming view, feature and
+entity, which ``compute_history_spark`` re-raises as ``ValueOverflowError``, as pandas does. (Sums over a *float* input column depend on
 summation order, so they may differ in the last bits; the demo views aggregate only ints
 and decimals.)
 
