@@ -104,24 +104,12 @@ def micros_to_timestamp(values: pd.Series) -> pa.Array:
     return pa.array(values.astype("Int64"), type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
-def exact_sample_stddev(count: int, total: int, squares: int, scale: int) -> float | None:
-    """The sample standard deviation of ``count`` unscaled integers, correctly rounded.
-
-    ``total`` is Σx and ``squares`` Σx² (exact integers); the value is
-    sqrt((n·Σx² − (Σx)²) / (n(n−1))) / 10^scale, computed on integers and rounded once to
-    the nearest double. Both engines call this function (Spark through a pandas UDF), so
-    they agree bit for bit. Null below two values.
-    """
-    if count < 2:
-        return None
-    numerator = count * squares - total * total
-    if numerator <= 0:
-        return 0.0
-    return rounded_sqrt(numerator, count * (count - 1) * 10 ** (2 * scale))
-
-
 def rounded_sqrt(numerator: int, denominator: int) -> float:
     """sqrt(numerator / denominator), both positive integers, rounded once to the nearest double.
+
+    The engines' sample standard deviation is sqrt((n·Σx² − (Σx)²) / (n(n−1)·10^2scale)) of
+    unscaled integers x: this, on exact integers. Both engines call it (Spark through a
+    pandas UDF), so they agree bit for bit.
 
     m = floor(sqrt(numerator · 4^k / denominator)) with at least 55 bits; when the root is not
     exact, any value strictly between m and m + 1 (scaled by 2^-k) rounds to the same double,

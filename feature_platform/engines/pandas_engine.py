@@ -37,7 +37,6 @@ from feature_platform.engines.frames import (
     INT64_MAX,
     NO_END,
     decimal_to_unscaled,
-    exact_sample_stddev,
     rounded_sqrt,
     is_wide,
     max_abs,
@@ -48,7 +47,6 @@ from feature_platform.engines.frames import (
     widen,
 )
 from feature_platform.expressions import (
-    FLOAT,
     Column,
     DType,
     Expr,
@@ -357,18 +355,16 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
     running = per_instant[narrow].groupby(level="_entity", sort=False).cumsum()
     peak = int(running["__count"].max()) if len(running) else 0
     for name, biggest in largest.items():
-        for suffix, bound in (("__s", peak * biggest), ("__q", peak * biggest * biggest)):
-            column = f"{name}__{suffix[2:]}"
-            if column not in columns:
-                continue
-            if bound > INT64_MAX or columns[column].dtype == object:
-                wide = widen(columns[column])
-                if suffix == "__q":
-                    wide = widen(columns[f"{name}__s"]) ** 2
-                signed_wide = pd.DataFrame({"_entity": events["_entity"], "_t": events["_t"],
-                                            "v": wide.iloc[_event_rows(members, columns)].to_numpy() * sign.to_numpy().astype(object)})
-                instant = signed_wide.groupby(["_entity", "_t"], sort=True)["v"].sum()
-                running[column] = _cumsum_by_entity(instant)
+        for column, reach in ((f"{name}__s", peak * biggest), (f"{name}__q", peak * biggest * biggest)):
+            if column not in columns or (reach <= INT64_MAX and columns[column].dtype != object):
+                continue  # the int64 sums are exact
+            wide = widen(columns[f"{name}__s"])
+            if column.endswith("__q"):
+                wide = wide ** 2
+            contributions = wide.iloc[_event_rows(members)].to_numpy() * sign.to_numpy().astype(object)
+            per_instant_wide = pd.DataFrame({"_entity": events["_entity"], "_t": events["_t"], "v": contributions}) \
+                .groupby(["_entity", "_t"], sort=True)["v"].sum()
+            running[column] = _cumsum_by_entity(per_instant_wide)
     result = pd.DataFrame(index=running.index)
     for aggregation in aggregations:
         name, function = aggregation.name, aggregation.function
@@ -408,7 +404,8 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
 
 
 def _exact_sample_stddevs(n: pd.Series, s: pd.Series, q: pd.Series, scale: int) -> pd.Series:
-    """``exact_sample_stddev`` at every instant; numerator and denominator in int64 when they fit."""
+    """The sample stddev at every instant, null below two values, correctly rounded from the
+    exact numerator n·Σx² − (Σx)² (``rounded_sqrt``); in int64 arithmetic when it provably fits."""
     counts = n.to_numpy(dtype=np.int64)
     largest_count = int(counts.max()) if len(counts) else 0
     fits = (s.dtype != object and q.dtype != object and largest_count * max_abs(q) <= INT64_MAX
@@ -424,7 +421,7 @@ def _exact_sample_stddevs(n: pd.Series, s: pd.Series, q: pd.Series, scale: int) 
     return pd.Series(values, index=n.index, dtype="Float64")
 
 
-def _event_rows(members: pd.DataFrame, columns: dict[str, pd.Series]) -> np.ndarray:
+def _event_rows(members: pd.DataFrame) -> np.ndarray:
     """For each row of ``_events(members, ...)``, the member row it came from."""
     closing = np.flatnonzero(members["_end"].to_numpy() != NO_END)
     return np.concatenate([np.arange(len(members)), closing])
@@ -446,8 +443,7 @@ def _cumsum_by_entity(per_instant: pd.Series) -> pd.Series:
 
 def _refuse_beyond(values: pd.Series, limit: int, view: FeatureView, feature: str, what: str) -> None:
     """Raise, naming the entity and instant, if an exact value passes what can be stored."""
-    too_big = np.array([value is not pd.NA and value is not None and abs(int(value)) > limit for value in values],
-                       dtype=bool)
+    too_big = np.array([not pd.isna(value) and abs(int(value)) > limit for value in values], dtype=bool)
     if too_big.any():
         at = values.index[np.flatnonzero(too_big)[0]]
         entity, moment = at if isinstance(at, tuple) else (at, None)
