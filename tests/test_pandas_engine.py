@@ -286,7 +286,7 @@ def change_logs(draw, source=orders, max_steps: int = 14, drafts=None, disorder:
     for (intent, first, second, _, draft, flags), commit in zip(steps, commits[1:]):
         free = [pk for pk in keys if pk not in alive]
         present = sorted(alive)
-        if not present and intent in ("update", "delete", "pk_change"):
+        if not present and intent in ("update", "delete", "pk_change", "resnapshot"):
             intent = "insert"
         if not free and intent in ("insert", "pk_change"):
             intent = "update"
