@@ -108,8 +108,8 @@ def rounded_sqrt(numerator: int, denominator: int) -> float:
     """sqrt(numerator / denominator), both positive integers, rounded once to the nearest double.
 
     The engines' sample standard deviation is sqrt((n·Σx² − (Σx)²) / (n(n−1)·10^2scale)) of
-    unscaled integers x: this, on exact integers. Both engines call it (Spark through a
-    pandas UDF), so they agree bit for bit.
+    unscaled integers x: this, on exact integers. Both engines call it (Spark on the driver,
+    from the exact (n, numerator) its query returns), so they agree bit for bit.
 
     m = floor(sqrt(numerator · 4^k / denominator)) with at least 55 bits; when the root is not
     exact, any value strictly between m and m + 1 (scaled by 2^-k) rounds to the same double,

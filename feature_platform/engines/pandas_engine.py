@@ -693,7 +693,12 @@ def compute_history(change_log: pa.Table, view: FeatureView, emit: HistoryRange)
         history = latest_state_history(versions, view)
     in_range = (history["_t"] < emit.end) if emit.start is None else \
         (history["_t"] >= emit.start) & (history["_t"] < emit.end)
-    history = history[in_range.to_numpy()].reset_index(drop=True)
+    return finish_history(history[in_range.to_numpy()].reset_index(drop=True), view)
+
+
+def finish_history(history: pd.DataFrame, view: FeatureView) -> pa.Table:
+    """Derived features, ``drop_unchanged_within_hour`` and the Arrow table, from the value
+    changes in the emit range (the Spark engine ends views with an exact stddev here too)."""
     stored_types = view.stored_dtypes_without_derived()
     for derived in view.derived:
         history[derived.name] = _typed(exact_values(derived.expression, history, stored_types),

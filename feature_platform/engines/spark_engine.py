@@ -46,9 +46,11 @@ change log outgrows one machine. Step by step, with the pandas function each one
 Floats are bit-identical because both engines make them from the same integers in the same
 way: ``mean = double(Σx) / double(n·10^scale)``, and the stddev is the correctly rounded
 ``sqrt((n·Σx² − (Σx)²) / (n(n−1)·10^2scale))`` from the exact numerator (``DECIMAL(38,0)``
-here, Python ints in pandas), computed by the pandas engine's own ``rounded_sqrt`` in a
-pandas UDF. A value beyond ``DECIMAL(38)`` raises a ``raise_error`` naming view, feature and
-entity, which ``compute_history_spark`` re-raises as ``ValueOverflowError``, as pandas does. (Sums over a *float* input column depend on
+here, Python ints in pandas). For a view with such a stddev the query returns the exact
+(n, numerator) and the driver finishes with the pandas engine's own code (``rounded_sqrt``,
+derived features, ``drop_unchanged_within_hour``): a Python UDF cost seconds per query. A
+value beyond ``DECIMAL(38)`` raises a ``raise_error`` naming view, feature and entity, which
+``compute_history_spark`` re-raises as ``ValueOverflowError``, as pandas does. (Sums over a *float* input column depend on
 summation order, so they may differ in the last bits; the demo views aggregate only ints
 and decimals.)
 
@@ -435,28 +437,13 @@ def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: Fe
         total = _refuse_null(F.try_multiply(n.cast(WIDE), q), view, name,
                              f"n·Σx² of {aggregation.input!r} (the exact stddev numerator)", F.col("_t"))
         numerator = total - s * s
-        return F.when(n >= 2, _rounded_stddev(input_type.scale)(n, numerator))
+        # Rounded once by the driver, with the pandas engine's code (``_finish_exact_stddevs``):
+        # a Python UDF here costs seconds per query.
+        return F.when(n >= 2, F.struct(n.alias("n"), numerator.alias("numerator")))
     divisor = F.lit(float(10 ** input_type.scale))
     numerator = n.cast("double") * q - s * s
     variance = numerator / (n * (n - F.lit(1))).cast("double")
     return F.when(n >= 2, F.sqrt(F.greatest(variance, F.lit(0.0))) / divisor)
-
-
-def _rounded_stddev(scale: int):
-    """sqrt(numerator / (n(n−1)·10^2scale)) rounded once: pandas's ``rounded_sqrt`` as a pandas UDF."""
-    from pyspark.sql import functions as F
-
-    def stddev(counts: pd.Series, numerators: pd.Series) -> pd.Series:
-        values = []
-        for count, numerator in zip(counts.tolist(), numerators.tolist()):
-            if count is None or count < 2 or numerator is None:
-                values.append(None)
-                continue
-            top = int(numerator)
-            values.append(rounded_sqrt(top, count * (count - 1) * 10 ** (2 * scale)) if top > 0 else 0.0)
-        return pd.Series(values, dtype="float64")
-
-    return F.pandas_udf(stddev, "double")
 
 
 def _distinct_counts(members, aggregation: Aggregation):
@@ -539,7 +526,9 @@ def _aggregation_history(versions, view: FeatureView, live_after: int | None):
         column = F.col(aggregation.name)
         if aggregation.function in ("count", "count_distinct", "sum"):
             column = F.coalesce(column, F.lit(0))  # nothing in the window yet: count 0, sum 0
-        columns.append(column.cast(_spark_type(output_types[aggregation.name])).alias(aggregation.name))
+        if aggregation.name not in _exact_stddevs(view):  # those stay (n, numerator) structs
+            column = column.cast(_spark_type(output_types[aggregation.name]))
+        columns.append(column.alias(aggregation.name))
     return history.select("_entity", "_t", *columns)
 
 
@@ -688,6 +677,8 @@ def _compute_history(spark, change_log: pa.Table | Iterable[str], view: FeatureV
     if emit.start is not None:
         in_range = in_range & (F.col("_t") >= F.lit(emit.start))
     history = history.filter(in_range)
+    if _exact_stddevs(view):
+        return _finish_exact_stddevs(history, view)
     stored_types = view.stored_dtypes_without_derived()
     for derived in view.derived:
         dtype = derived.expression.dtype(stored_types)
@@ -696,6 +687,41 @@ def _compute_history(spark, change_log: pa.Table | Iterable[str], view: FeatureV
     value_columns = list(view.stored_dtypes()) + ([] if view.is_aggregation_view else ["_deleted"])
     history = _drop_unchanged_within_hour(history, value_columns)
     return _to_arrow(history.select("_entity", "_t", *value_columns), view)
+
+
+def _exact_stddevs(view: FeatureView) -> set[str]:
+    """The view's stddev features over exact (int, decimal) inputs."""
+    types = view.input_dtypes()
+    return {a.name for a in view.aggregations
+            if a.function == "stddev" and a.input.dtype(types).kind in ("int", "decimal")}
+
+
+def _finish_exact_stddevs(history, view: FeatureView) -> pa.Table:
+    """The tail of the computation on the driver, with the pandas engine's own functions, for a
+    view with an exact stddev: each stddev rounded once from its exact (n, numerator)
+    (``rounded_sqrt``), then derived features, ``drop_unchanged_within_hour`` and the Arrow
+    table. The rows come to the driver anyway; the same code makes the same bits."""
+    from feature_platform.engines import pandas_engine
+
+    stddevs = _exact_stddevs(view)
+    result = history.select("_entity", "_t", *[a.name for a in view.aggregations]).toArrow()
+    types = view.stored_dtypes_without_derived()
+    frame = pd.DataFrame({"_entity": result.column("_entity").to_pylist(),
+                          "_t": result.column("_t").cast(pa.int64()).to_numpy(zero_copy_only=False)})
+    for aggregation in view.aggregations:
+        column = result.column(aggregation.name)
+        scale = aggregation.input.dtype(view.input_dtypes()).scale if aggregation.name in stddevs else 0
+        if aggregation.name in stddevs:
+            frame[aggregation.name] = pd.Series(
+                [None if cell is None else
+                 (rounded_sqrt(int(cell["numerator"]), cell["n"] * (cell["n"] - 1) * 10 ** (2 * scale))
+                  if cell["numerator"] > 0 else 0.0) for cell in column.to_pylist()], dtype="Float64")
+        elif types[aggregation.name].kind == "decimal":
+            frame[aggregation.name] = pandas_engine.decimal_to_unscaled(column.cast(pa.decimal128(38, 0)))
+        else:
+            frame[aggregation.name] = pandas_engine._typed(pd.Series(column.to_pylist(), dtype=object),
+                                                           types[aggregation.name])
+    return pandas_engine.finish_history(frame, view)
 
 
 def _apply_row_transform(versions, view: FeatureView):
