@@ -297,7 +297,7 @@ class FeatureView:
         return pa.schema(fields)
 
     def _key_is_int(self) -> bool:
-        return source_dtypes(self.source)[self.entity_column] == INT
+        return self.input_dtypes()[self.entity_column] == INT  # a transform may add the key column
 
     def empty_values(self) -> dict[str, object]:
         """What an entity with nothing in its window has: count 0, sum 0, null for the rest.

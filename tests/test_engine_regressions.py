@@ -5,6 +5,8 @@ history, so a regression names itself.
 """
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
 
 import pyarrow as pa
 import pytest
@@ -13,8 +15,16 @@ from assets.entities import product
 from assets.feature_views import customer_profile, product_sales
 from assets.sources import customers, orders
 from feature_platform.cdc.change_log import change_log_schema
-from feature_platform.engines.pandas_engine import HistoryRange, compute_history
+from feature_platform.engines.pandas_engine import HistoryRange, ValueOverflowError, compute_history
+from feature_platform.entity import Entity
+from feature_platform.expressions import col
 from feature_platform.feature_view import Aggregation, FeatureView
+from feature_platform.sources import Column, SourceTable
+
+try:
+    import oracle  # pytest puts tests/ on sys.path (no __init__.py there)
+except ImportError:  # pragma: no cover
+    from tests import oracle
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 EVERYTHING = HistoryRange(None, 10**17)
@@ -96,3 +106,59 @@ def test_string_inputs_to_min_max_last_and_distinct(compute):
     result = history(compute, rows, orders, view)
     assert [(r["first_label"], r["top_label"], r["last_label"], r["labels"]) for r in result] == [
         ("q3", "q3", "q3", 1), ("q1", "q3", "q1", 2)]
+
+
+# -- money beyond 64 bits ---------------------------------------------------------------------------
+
+ledger = SourceTable(name="ledger", topic="db.public.ledger", primary_key=("id",), columns=(
+    Column("id", "int64"), Column("account", "int64"), Column("booked", "timestamp_us"),
+    Column("amount", "decimal(38,2)"), Column("units", "int64")))
+account = Entity("account", join_key="account_id")
+
+
+def ledger_view(*aggregations):
+    return FeatureView(name="ledger_totals", entity=account, source=ledger, entity_column="account",
+                       timestamp_field="booked", aggregations=list(aggregations))
+
+
+def ledger_change(pk, lsn, account_id, amount, units=1):
+    commit = T0 + timedelta(hours=lsn)
+    return {"id": pk, "account": account_id, "booked": commit, "amount": Decimal(amount), "units": units,
+            "_op": "c", "_lsn": lsn, "_commit_time": commit, "_snapshot": False, "_pk": f"[{pk}]",
+            "_source_file": "f", "_source_line": lsn}
+
+
+def test_sums_and_stddevs_past_int64_are_exact(compute):
+    """Order values of 10^20 (unscaled 10^22) and squares of 10^32 need more than 64 bits."""
+    view = ledger_view(Aggregation("total", "sum", col("amount") * col("units")),
+                       Aggregation("spread", "stddev", "amount"),
+                       Aggregation("mean_value", "mean", col("amount") * col("units")),
+                       Aggregation("largest", "max", col("amount") * col("units")))
+    amounts = ["12345678901234.89", "-98765432109876.21", "5.00"]
+    rows = [ledger_change(k, k, 7, amount, units=10**6) for k, amount in enumerate(amounts, start=1)]
+    result = history(compute, rows, ledger, view)
+    values = [Decimal(a) * 10**6 for a in amounts]
+    assert [r["total"] for r in result] == [values[0], values[0] + values[1], sum(values)]
+    last = result[-1]
+    assert last["largest"] == max(values)
+    assert last["mean_value"] == float(sum(values) * 100) / float(3 * 100)  # double(Σx) / double(n·10^scale)
+    exact = [Fraction(Decimal(a)) for a in amounts]
+    mean = sum(exact) / 3
+    assert last["spread"] == oracle.correctly_rounded_sqrt(sum((a - mean) ** 2 for a in exact) / 2)
+
+
+def test_a_value_beyond_decimal_38_is_refused_with_its_view_feature_and_entity(compute):
+    view = ledger_view(Aggregation("scaled_total", "sum", col("amount") * col("units")))
+    rows = [ledger_change(1, 1, 7, "1.00"), ledger_change(2, 2, 42, "99999999999999999999999999999999999.00",
+                                                          units=10**6)]
+    with pytest.raises(ValueOverflowError, match=r"'ledger_totals'.*'scaled_total'.*entity 42"):
+        history(compute, rows, ledger, view)
+
+
+def test_a_sum_of_squares_beyond_decimal_38_is_refused_not_wrapped(compute):
+    view = ledger_view(Aggregation("spread", "stddev", "amount"))
+    big = "9" * 20 + ".00"  # unscaled 10^22: its square (10^44) has no decimal(38)
+    rows = [ledger_change(1, 1, 7, "1.00"), ledger_change(2, 2, 7, "2.00"), ledger_change(3, 3, 8, big),
+            ledger_change(4, 4, 8, "0.00")]
+    with pytest.raises(ValueOverflowError, match=r"'ledger_totals'.*'spread'.*entity 8"):
+        history(compute, rows, ledger, view)

@@ -188,3 +188,176 @@ def test_clear_errors(store):
     with pytest.raises(EntityFrameError, match="integer keys"):
         store.get_historical_features(pd.DataFrame({"customer_id": ["abc"], "event_timestamp": [at(0)]}),
                                       features=["customer_orders:order_count_30d"])
+
+
+# -- against the brute-force oracle ------------------------------------------------------------------
+#
+# Random small change logs of orders and customers (tests/test_pandas_engine.py's generator:
+# snapshots, PK changes, deletes, truncates, TOAST, commits out of lsn order) become hourly
+# history partitions up to a random horizon per view, through the pandas engine; random entity
+# rows at window edges, change points and TTL edges are then looked up and compared with
+# tests/oracle.py, which knows nothing about histories, partitions or DuckDB.
+
+import math  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from assets.sources import customers, orders  # noqa: E402
+from feature_platform.engines.pandas_engine import HistoryRange, compute_history  # noqa: E402
+
+try:
+    import oracle  # pytest puts tests/ on sys.path (no __init__.py there)
+    import test_pandas_engine as generated
+except ImportError:  # pragma: no cover
+    from tests import oracle
+    from tests import test_pandas_engine as generated
+
+BASE = generated.BASE  # the generated change logs start here
+US = timedelta(microseconds=1)
+ORDER_FEATURES = ["order_count_30d", "total_spend_30d", "avg_order_value_30d", "order_value_stddev_30d",
+                  "last_order_date", "is_high_value", "avg_days_between_orders", "days_since_last_order"]
+PROFILE_FEATURES = ["email", "biography_length"]
+REQUESTED = [f"customer_orders:{f}" for f in ORDER_FEATURES] + [f"customer_profile:{f}" for f in PROFILE_FEATURES]
+
+
+def oracle_store(tmp_path_factory) -> FeatureStore:
+    root = tmp_path_factory.mktemp("historical")
+    settings_ = Settings(landing_uri=str(root / "landing"), offline_uri=str(root / "offline"), redis_url=None,
+                         project="oracle", partitions_start=BASE)
+    return FeatureStore(settings_, Registry.of([customer_orders, customer_profile, product_sales]))
+
+
+def materialize(store: FeatureStore, view, history: pa.Table, hours: range):
+    """Write the history's rows as hourly partitions (the first holds everything before it)."""
+    offline = OfflineFeatureStore(Store(store.settings.project_offline_root))
+    valid_from = history.column("valid_from").to_pylist()
+    for hour in hours:
+        start, end = BASE + hour * HOUR, BASE + (hour + 1) * HOUR
+        keep = [(hour == 0 or start <= t) and t < end for t in valid_from]
+        offline.write_partition(view, start, history.filter(pa.array(keep, type=pa.bool_())), end)
+
+
+def expected_row(rows: list[dict], view, key, moment: datetime, horizon: datetime, features: list[str]) -> dict:
+    """The oracle's answer for one entity row of one view (semantics rules 4 and 6)."""
+    if moment - horizon > view.ttl:
+        return {name: None for name in features}  # knowledge too stale: null
+    # Partitions hold valid_from < horizon: at or past the horizon, the value just before it.
+    as_of = moment if moment < horizon else horizon - US
+    values = oracle.values_at(rows, view, as_of).get(key)
+    if view.is_aggregation_view and values is None:
+        values = oracle.empty_values(view)
+    if values is oracle.ABSENT or values is None:
+        values = {}
+    result = {name: values.get(name) for name in features if name != "days_since_last_order"}
+    if "days_since_last_order" in features:
+        last = values.get("last_order_date")
+        result["days_since_last_order"] = None if last is None else math.floor((moment - last) / timedelta(days=1))
+    return result
+
+
+def plain(value):
+    """A retrieved value as a comparable Python value (nulls as None)."""
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value.item() if hasattr(value, "item") else value
+
+
+@st.composite
+def entity_rows(draw, order_rows, customer_rows, horizons) -> pd.DataFrame:
+    """Keys with and without history, at change points, window edges and TTL edges, duplicated."""
+    points = set()
+    for rows, view in ((order_rows, customer_orders), (customer_rows, customer_profile)):
+        points |= {p for p in generated.change_points(rows, view) if p < BASE + 60 * HOUR}
+    for horizon in horizons:
+        for ttl in (customer_orders.ttl, customer_profile.ttl):
+            points |= {horizon - US, horizon, horizon + US, horizon + ttl, horizon + ttl + US}
+    chosen = draw(st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 5]), st.sampled_from(sorted(points))),
+                           min_size=1, max_size=25))
+    chosen += draw(st.lists(st.sampled_from(chosen), max_size=3))  # duplicate entity rows
+    return pd.DataFrame({"customer_id": [k for k, _ in chosen], "event_timestamp": [t for _, t in chosen]})
+
+
+def late_transaction(rows: list[dict], index: int) -> tuple[list[dict], datetime]:
+    """The log without one transaction (every row of one lsn), and that transaction's commit."""
+    lsns = sorted({r["_lsn"] for r in rows})
+    lsn = lsns[index % len(lsns)]
+    return [r for r in rows if r["_lsn"] != lsn], min(r["_commit_time"] for r in rows if r["_lsn"] == lsn)
+
+
+EXAMPLES = settings(max_examples=max(1, int(25 * generated.SCALE)), deadline=None, phases=generated.PHASES,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.function_scoped_fixture])
+
+
+@EXAMPLES
+@given(order_rows=generated.change_logs(max_steps=8, disorder=True),
+       customer_rows=generated.change_logs(source=customers, max_steps=6, disorder=True),
+       order_hours=st.integers(1, 48), profile_hours=st.integers(1, 48), late=st.integers(0, 100),
+       data=st.data())
+def test_historical_features_match_the_oracle(tmp_path_factory, order_rows, customer_rows, order_hours,
+                                              profile_hours, late, data):
+    """Every entity row gets, per view, the oracle's value at its timestamp (or, past the horizon,
+    at the horizon while within the TTL, null beyond): exact window and TTL edges, entities with
+    no history, a null latest value, duplicate rows, two views of which one may miss (different
+    sources and horizons), deletes and PK changes in the logs. The orders history is first built
+    without one transaction, which then lands late: only the partitions from its commit hour on
+    are rewritten, as the CDC sensor requests them."""
+    store = oracle_store(tmp_path_factory)
+    order_horizon, profile_horizon = BASE + order_hours * HOUR, BASE + profile_hours * HOUR
+    # The late correction: the history without the late transaction, then its hours rewritten.
+    early_rows, landed = late_transaction(order_rows, late)
+    everything = HistoryRange(None, 2**62)
+    materialize(store, customer_orders, compute_history(generated.to_table(early_rows, orders), customer_orders,
+                                                        everything), range(order_hours))
+    first_affected = max(0, int((landed - BASE) // HOUR))
+    materialize(store, customer_orders, compute_history(generated.to_table(order_rows, orders), customer_orders,
+                                                        everything), range(min(first_affected, order_hours), order_hours))
+    materialize(store, customer_profile, compute_history(generated.to_table(customer_rows, customers),
+                                                         customer_profile, everything), range(profile_hours))
+    entity_df = data.draw(entity_rows(order_rows, customer_rows, [order_horizon, profile_horizon]))
+    result = store.get_historical_features(entity_df, features=REQUESTED, decimals="decimal")
+    assert len(result) == len(entity_df)
+    assert result["customer_id"].tolist() == entity_df["customer_id"].tolist()  # order and duplicates kept
+    problems = []
+    for index, (key, moment) in enumerate(zip(entity_df["customer_id"], entity_df["event_timestamp"])):
+        moment = moment.to_pydatetime() if isinstance(moment, pd.Timestamp) else moment
+        for view, rows, horizon, features in ((customer_orders, order_rows, order_horizon, ORDER_FEATURES),
+                                              (customer_profile, customer_rows, profile_horizon, PROFILE_FEATURES)):
+            expected = expected_row(rows, view, key, moment, horizon, features)
+            for name in features:
+                actual = plain(result[name].iloc[index])
+                if actual != expected[name] or type(actual) is bool and type(expected[name]) is not bool:
+                    problems.append(f"row {index} customer {key} at {moment.isoformat()} {view.name}:{name}: "
+                                    f"oracle {expected[name]!r}, retrieved {actual!r}")
+    assert not problems, "\n".join(problems[:10]) + f"\n(horizons: orders {order_horizon}, profile {profile_horizon};" \
+        f" late transaction committed {landed})\n" + generated.report([], order_rows)
+
+
+@settings(EXAMPLES, max_examples=1, derandomize=True)
+@given(order_rows=generated.change_logs(max_steps=8, disorder=True),
+       customer_rows=generated.change_logs(source=customers, max_steps=6, disorder=True),
+       hours=st.integers(1, 30), data=st.data())
+def test_historical_features_from_spark_histories_equal_pandas(tmp_path_factory, order_rows, customer_rows, hours,
+                                                               data):
+    """The same training frame, to the bit, whether the histories came from pandas or Spark."""
+    from feature_platform.engines.spark_engine import compute_history_spark
+    from feature_platform.engines.spark_session import get_spark
+
+    spark = get_spark()
+    everything = HistoryRange(None, 2**62)
+    frames = []
+    for engine in ("pandas", "spark"):
+        store = oracle_store(tmp_path_factory)
+        for view, rows, source in ((customer_orders, order_rows, orders), (customer_profile, customer_rows, customers)):
+            table = generated.to_table(rows, source)
+            history = compute_history(table, view, everything) if engine == "pandas" else \
+                compute_history_spark(spark, table, view, everything)
+            materialize(store, view, history, range(hours))
+        frames.append(store)
+    entity_df = data.draw(entity_rows(order_rows, customer_rows, [BASE + hours * HOUR]))
+    pandas_frame, spark_frame = (store.get_historical_features(entity_df, features=REQUESTED, decimals="decimal")
+                                 for store in frames)
+    pd.testing.assert_frame_equal(pandas_frame, spark_frame, check_exact=True)

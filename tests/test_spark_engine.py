@@ -370,3 +370,29 @@ def test_parity_on_a_generated_demo_landing_zone(spark, tmp_path):
 
 def _micros(*date) -> int:
     return int(datetime(*date, tzinfo=timezone.utc).timestamp()) * 1_000_000
+
+
+# -- the Spark engine against the brute-force oracle ------------------------------------------------
+
+try:
+    import test_pandas_engine as engine_properties  # the oracle suite's change logs and comparison
+except ImportError:  # pragma: no cover
+    from tests import test_pandas_engine as engine_properties
+
+ORACLE_VIEWS = (customer_orders, engine_properties.buyer_activity, engine_properties.order_flags)
+
+
+@settings(max_examples=2, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(rows=engine_properties.change_logs(disorder=True, max_steps=10),
+       customer_rows=engine_properties.change_logs(source=customers, disorder=True, max_steps=8))
+def test_spark_history_matches_the_oracle(spark, rows, customer_rows):
+    """A few generated change logs (commits out of lsn order, re-snapshots, TOAST on a create,
+    PK changes, truncates) through Spark, checked against the oracle at every change point:
+    aggregation views of every function, a RowTransform view with a string key, latest state."""
+    for view, log in [*[(view, rows) for view in ORACLE_VIEWS], (customer_profile, customer_rows)]:
+        table = engine_properties.to_table(log, view.source)
+        history = engine_properties.History(compute_history_spark(spark, table, view, EVERYTHING), view)
+        found = engine_properties.discrepancies(log, view, history, engine_properties.change_points(log, view, history))
+        assert not found, f"{view.name} (Spark): " + engine_properties.report(found, log)

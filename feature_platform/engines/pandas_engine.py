@@ -15,7 +15,10 @@ sketches why it is linear):
    value can change; multiplicities give count_distinct; a heap gives min, max and last.
 
 Everything runs on integers (microseconds, unscaled decimals), so values are exact and the
-Spark engine, doing the same integer arithmetic, produces the same bits.
+Spark engine, doing the same integer arithmetic, produces the same bits. Integers are int64
+while they provably fit (a bound from the data: the common, fast case) and Python ints
+otherwise (``exact_values``, ``_running_sums``); a value the offline store cannot hold
+(beyond decimal(38) or int64) raises ``ValueOverflowError`` naming view, feature and entity.
 """
 
 from __future__ import annotations
@@ -30,13 +33,29 @@ import pyarrow as pa
 
 from feature_platform.cdc.change_log import OP_ORDER
 from feature_platform.engines.frames import (
+    DECIMAL38_MAX,
+    INT64_MAX,
     NO_END,
     decimal_to_unscaled,
+    rounded_sqrt,
+    is_wide,
+    max_abs,
     micros_to_timestamp,
+    narrow_if_possible,
     timestamp_to_micros,
     unscaled_to_decimal,
+    widen,
 )
-from feature_platform.expressions import DType
+from feature_platform.expressions import (
+    Column,
+    DType,
+    Expr,
+    Literal,
+    _Binary,
+    _IsNull,
+    _Length,
+    _When,
+)
 from feature_platform.feature_view import Aggregation, FeatureView, source_dtypes
 
 HOUR_MICROS = 3_600_000_000
@@ -49,6 +68,116 @@ class HistoryRange:
 
     start: int | None
     end: int
+
+
+class ValueOverflowError(OverflowError):
+    """An exact value the offline store cannot hold: beyond decimal(38) (or int64 for an int)."""
+
+
+def overflow(view: FeatureView, feature: str, entity, moment: int | None, what: str) -> ValueOverflowError:
+    entity = entity.item() if isinstance(entity, np.generic) else entity
+    when = "" if moment is None else f" at {micros_to_timestamp(pd.Series([moment])).to_pylist()[0].isoformat()}"
+    return ValueOverflowError(f"feature view {view.name!r}, feature {feature!r}, entity {entity!r}{when}: {what}")
+
+
+# -- exact expressions ----------------------------------------------------------------------
+
+def bound(expression: Expr, types: dict[str, DType], column_bound) -> tuple[int, int]:
+    """(a bound on |value|, a bound on every exact intermediate) of an expression.
+
+    ``column_bound(name)`` bounds an exact column: its largest absolute value in the data
+    (pandas), or what its declared type allows (Spark). Both results are exact Python ints,
+    so an expression whose intermediate bound fits int64 cannot wrap around in int64
+    arithmetic. Non-exact results (floats, booleans, strings) have value bound 0.
+    """
+    exact = expression.dtype(types).kind in ("int", "decimal")
+    if isinstance(expression, Column):
+        value = column_bound(expression.name) if exact else 0
+        return value, value
+    if isinstance(expression, Literal):
+        value = abs(expression.value) if exact else 0
+        return value, value
+    if isinstance(expression, _Binary):
+        (left, left_inner), (right, right_inner) = (bound(expression.left, types, column_bound),
+                                                    bound(expression.right, types, column_bound))
+        inner = max(left_inner, right_inner)
+        if not exact:
+            # A comparison rescales its exact operands to a common scale first.
+            return 0, max(inner, (left + right) * 10 ** _max_scale(expression, types))
+        if expression.op == "*":
+            value = left * right
+        else:
+            target = expression.dtype(types).scale
+            value = left * 10 ** (target - _scale(expression.left, types)) + \
+                right * 10 ** (target - _scale(expression.right, types))
+        return value, max(inner, value)
+    if isinstance(expression, _When):
+        parts = [bound(e, types, column_bound) for e in (expression.condition, expression.then, expression.otherwise)
+                 if e is not None]
+        return (max(p[0] for p in parts[1:]) if exact else 0), max(p[1] for p in parts)
+    if isinstance(expression, _IsNull):
+        return 0, bound(expression.inner, types, column_bound)[1]
+    if isinstance(expression, _Length):
+        return 2**31, 2**31
+    return 2**64, 2**64  # an expression this module does not know: take the exact path
+
+
+def _scale(expression: Expr, types: dict[str, DType]) -> int:
+    dtype = expression.dtype(types)
+    return dtype.scale if dtype.kind == "decimal" else 0
+
+
+def _max_scale(expression: _Binary, types: dict[str, DType]) -> int:
+    return max(_scale(expression.left, types), _scale(expression.right, types))
+
+
+def exact_values(expression: Expr, frame: pd.DataFrame, types: dict[str, DType]) -> pd.Series:
+    """The expression on ``frame``: int64 arithmetic when no intermediate can pass int64, else
+    Python ints (an object column), so an exact result is never wrapped around."""
+    if bound(expression, types, lambda name: max_abs(frame[name]))[1] <= INT64_MAX:
+        return expression.to_pandas(frame, types)
+    wide = frame.copy()
+    for name in expression.columns():
+        if types[name].kind in ("int", "decimal"):
+            wide[name] = widen(frame[name])
+    return narrow_if_possible(_wide_values(expression, wide, types))
+
+
+def _wide_values(expression: Expr, frame: pd.DataFrame, types: dict[str, DType]) -> pd.Series:
+    """``expression.to_pandas`` with exact integers as Python ints (same operators, same nulls)."""
+    def evaluate(inner: Expr) -> pd.Series:
+        return _wide_values(inner, frame, types)
+
+    kind = expression.dtype(types).kind
+    if isinstance(expression, Literal) and kind == "int":
+        return pd.Series([expression.value] * len(frame), index=frame.index, dtype=object)
+    if isinstance(expression, _Binary):
+        left, right = expression._operands(types, "pandas", evaluate)
+        op = expression.op
+        if op == "/":
+            right = right.where(right != 0)  # x / 0 is null, as in Spark SQL
+            return (left / right).astype("Float64")
+        if op in ("and", "or"):
+            left, right = left.astype("boolean"), right.astype("boolean")
+            return left & right if op == "and" else left | right
+        result = {"+": lambda: left + right, "-": lambda: left - right, "*": lambda: left * right,
+                  ">": lambda: left > right, ">=": lambda: left >= right, "<": lambda: left < right,
+                  "<=": lambda: left <= right, "==": lambda: left == right}[op]()
+        if op in (">", ">=", "<", "<=", "=="):
+            # An object comparison turns a null operand into False; the Int64 path gives null.
+            nulls = left.isna().to_numpy() | right.isna().to_numpy()
+            return result.astype("boolean").mask(nulls)
+        return result.astype(object) if kind in ("int", "decimal") else result
+    if isinstance(expression, _When):
+        condition = evaluate(expression.condition).fillna(False).astype(bool)
+        then = expression._branch(expression.then, types, "pandas", evaluate(expression.then))
+        if expression.otherwise is None:
+            return then.where(condition)
+        other = expression._branch(expression.otherwise, types, "pandas", evaluate(expression.otherwise))
+        return then.where(condition, other)
+    if isinstance(expression, _IsNull):
+        return evaluate(expression.inner).isna().astype("boolean")
+    return expression.to_pandas(frame, types)
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -188,30 +317,54 @@ def _events(members: pd.DataFrame, columns: dict[str, pd.Series]) -> pd.DataFram
 
 
 def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs: dict[str, pd.Series],
-                  input_types: dict[str, DType]) -> pd.DataFrame:
-    """count, sum, mean, stddev: cumulative sums of signed contributions per entity."""
+                  input_types: dict[str, DType], view: FeatureView) -> pd.DataFrame:
+    """count, sum, mean, stddev: cumulative sums of signed contributions per entity.
+
+    Σx and Σx² are summed in int64 first. Two's-complement sums wrap modulo 2^64, so a
+    running sum is exact whenever its true value fits int64, whatever its intermediates did;
+    and a window's |Σx| is at most (members live at once) × max|x|. When that bound (with the
+    peak of the running count, per window) does not fit, the column is summed again in
+    Python ints.
+    """
     columns: dict[str, pd.Series] = {}
+    largest: dict[str, int] = {}
     for aggregation in aggregations:
         if aggregation.function not in ("sum", "mean", "stddev"):
             continue  # count needs no input; min, max, last, count_distinct are swept separately
         values = inputs[aggregation.name]
         exact = aggregation.input.dtype(input_types).kind in ("int", "decimal")
-        filled = values.fillna(0).astype(np.int64 if exact else np.float64)
         columns[f"{aggregation.name}__n"] = values.notna().astype(np.int64)
+        if not exact:
+            filled = values.fillna(0).astype(np.float64)
+        elif is_wide(values):
+            filled = values.where(values.notna(), 0).astype(object)
+        else:
+            filled = values.fillna(0).astype(np.int64)
         columns[f"{aggregation.name}__s"] = filled
         if aggregation.function == "stddev":
-            if exact and len(filled) and float(np.abs(filled).max()) ** 2 * len(filled) >= 2.0 ** 62:
-                # Σx² is kept in int64 so both engines stay exact and identical; refuse loudly
-                # rather than wrap around (unscaled values this large need another representation).
-                raise OverflowError(f"{aggregation.name}: values up to {int(np.abs(filled).max())} (unscaled) "
-                                    "are too large for an exact int64 sum of squares")
-            columns[f"{aggregation.name}__q"] = filled * filled
+            columns[f"{aggregation.name}__q"] = filled * filled  # int64 may wrap here: see below
+        if exact:
+            largest[aggregation.name] = max_abs(values)
     events = _events(members, columns)
-    signed = {name: events[name] * events["_sign"] for name in columns}
-    signed["__count"] = events["_sign"]
+    sign = events["_sign"]
+    signed = {name: events[name] * (sign.astype(object) if events[name].dtype == object else sign) for name in columns}
+    signed["__count"] = sign
     frame = pd.DataFrame({"_entity": events["_entity"], "_t": events["_t"], **signed})
     per_instant = frame.groupby(["_entity", "_t"], sort=True).sum()
-    running = per_instant.groupby(level="_entity", sort=False).cumsum()
+    narrow = [name for name in per_instant.columns if per_instant[name].dtype != object]
+    running = per_instant[narrow].groupby(level="_entity", sort=False).cumsum()
+    peak = int(running["__count"].max()) if len(running) else 0
+    for name, biggest in largest.items():
+        for column, reach in ((f"{name}__s", peak * biggest), (f"{name}__q", peak * biggest * biggest)):
+            if column not in columns or (reach <= INT64_MAX and columns[column].dtype != object):
+                continue  # the int64 sums are exact
+            wide = widen(columns[f"{name}__s"])
+            if column.endswith("__q"):
+                wide = wide ** 2
+            contributions = wide.iloc[_event_rows(members)].to_numpy() * sign.to_numpy().astype(object)
+            per_instant_wide = pd.DataFrame({"_entity": events["_entity"], "_t": events["_t"], "v": contributions}) \
+                .groupby(["_entity", "_t"], sort=True)["v"].sum()
+            running[column] = _cumsum_by_entity(per_instant_wide)
     result = pd.DataFrame(index=running.index)
     for aggregation in aggregations:
         name, function = aggregation.name, aggregation.function
@@ -222,29 +375,90 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
         if function not in ("sum", "mean", "stddev"):
             continue
         n, s = running[f"{name}__n"], running[f"{name}__s"]
+        if s.dtype == object:
+            limit = INT64_MAX if function == "sum" and aggregation.input.dtype(input_types).kind == "int" \
+                else DECIMAL38_MAX
+            _refuse_beyond(s, limit, view, name, f"Σ{aggregation.input!r}")
         if function == "sum":
-            result[name] = s.astype("Int64") if s.dtype == np.int64 else s.astype("Float64")
+            if s.dtype == object:
+                result[name] = narrow_if_possible(s)
+            else:
+                result[name] = s.astype("Int64") if s.dtype == np.int64 else s.astype("Float64")
         elif function == "mean":
-            # One division of two exact integers: the correctly rounded double of the exact mean.
-            mean = s.astype(np.float64) / (n.astype(np.int64) * 10 ** scale).astype(np.float64)
+            # One division of two exact integers, each rounded once to a double.
+            if scale <= 9:
+                denominator = (n.astype(np.int64) * 10 ** scale).astype(np.float64)
+            else:
+                denominator = n.map(lambda count: float(int(count) * 10 ** scale)).astype(np.float64)
+            mean = s.astype(np.float64) / denominator
             result[name] = pd.Series(mean, dtype="Float64").where(n > 0)
+        elif s.dtype == np.float64:
+            result[name] = _float_sample_stddev(n, s, running[f"{name}__q"], scale)
         else:
             q = running[f"{name}__q"]
-            result[name] = _sample_stddev(n, s, q, scale)
+            if q.dtype == object:
+                _refuse_beyond(q * n.astype(object), DECIMAL38_MAX, view, name,
+                               f"n·Σx² of {aggregation.input!r} (the exact stddev numerator)")
+            result[name] = _exact_sample_stddevs(n, s, q, scale)
     return result
 
 
-def _sample_stddev(n: pd.Series, s: pd.Series, q: pd.Series, scale: int) -> pd.Series:
-    """sqrt((n·Σx² − (Σx)²) / (n(n−1))), with the numerator computed exactly on integers."""
+def _exact_sample_stddevs(n: pd.Series, s: pd.Series, q: pd.Series, scale: int) -> pd.Series:
+    """The sample stddev at every instant, null below two values, correctly rounded from the
+    exact numerator n·Σx² − (Σx)² (``rounded_sqrt``); in int64 arithmetic when it provably fits."""
+    counts = n.to_numpy(dtype=np.int64)
+    largest_count = int(counts.max()) if len(counts) else 0
+    fits = (s.dtype != object and q.dtype != object and largest_count * max_abs(q) <= INT64_MAX
+            and max_abs(s) ** 2 <= INT64_MAX and largest_count ** 2 * 10 ** (2 * scale) <= INT64_MAX)
+    if fits:
+        numerators = (counts * q.to_numpy(dtype=np.int64) - s.to_numpy(dtype=np.int64) ** 2).tolist()
+        denominators = (counts * (counts - 1) * 10 ** (2 * scale)).tolist()
+    else:
+        numerators = [int(c) * int(sq) - int(t) * int(t) for c, t, sq in zip(counts, s.to_numpy(), q.to_numpy())]
+        denominators = [int(c) * (int(c) - 1) * 10 ** (2 * scale) for c in counts]
+    values = [None if c < 2 else (rounded_sqrt(top, bottom) if top > 0 else 0.0)
+              for c, top, bottom in zip(counts.tolist(), numerators, denominators)]
+    return pd.Series(values, index=n.index, dtype="Float64")
+
+
+def _event_rows(members: pd.DataFrame) -> np.ndarray:
+    """For each row of ``_events(members, ...)``, the member row it came from."""
+    closing = np.flatnonzero(members["_end"].to_numpy() != NO_END)
+    return np.concatenate([np.arange(len(members)), closing])
+
+
+def _cumsum_by_entity(per_instant: pd.Series) -> pd.Series:
+    """Running sums per entity of Python ints (pandas has no object cumsum), exactly."""
+    values = per_instant.to_numpy(dtype=object)
+    if not len(values):
+        return per_instant
+    totals = np.add.accumulate(values, dtype=object)
+    entities = per_instant.index.get_level_values("_entity").to_numpy()
+    first = np.concatenate([[True], entities[1:] != entities[:-1]])
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    before = np.array([0] + list(totals[starts[1:] - 1]), dtype=object)
+    return pd.Series(totals - before[group], index=per_instant.index, dtype=object)
+
+
+def _refuse_beyond(values: pd.Series, limit: int, view: FeatureView, feature: str, what: str) -> None:
+    """Raise, naming the entity and instant, if an exact value passes what can be stored."""
+    too_big = np.array([not pd.isna(value) and abs(int(value)) > limit for value in values], dtype=bool)
+    if too_big.any():
+        at = values.index[np.flatnonzero(too_big)[0]]
+        entity, moment = at if isinstance(at, tuple) else (at, None)
+        raise overflow(view, feature, entity, moment, f"{what} = {values.iloc[np.flatnonzero(too_big)[0]]} "
+                       f"is beyond {'int64' if limit == INT64_MAX else 'decimal(38)'}")
+
+
+def _float_sample_stddev(n: pd.Series, s: pd.Series, q: pd.Series, scale: int) -> pd.Series:
+    """The sample stddev of a float column (not exact: floats are summed in event order)."""
     values = []
     for count, total, squares in zip(n.to_numpy(), s.to_numpy(), q.to_numpy()):
         if count < 2:
             values.append(None)
             continue
-        if isinstance(total, (np.floating, float)):
-            numerator = float(count) * float(squares) - float(total) * float(total)
-        else:
-            numerator = int(count) * int(squares) - int(total) * int(total)  # Python ints: no overflow
+        numerator = float(count) * float(squares) - float(total) * float(total)
         variance = float(numerator) / float(int(count) * (int(count) - 1))
         values.append(math.sqrt(max(variance, 0.0)) / float(10 ** scale))
     return pd.Series(values, index=n.index, dtype="Float64")
@@ -342,8 +556,14 @@ def aggregation_history(versions: pd.DataFrame, view: FeatureView, live_after: i
     parts = []
     for window, aggregations in by_window.items():
         members = _memberships(versions, view, window, live_after)
-        inputs = {a.name: a.input.to_pandas(members, input_types) for a in aggregations if a.input is not None}
-        part = _running_sums(members, aggregations, inputs, input_types)
+        inputs = {a.name: exact_values(a.input, members, input_types) for a in aggregations if a.input is not None}
+        for aggregation in aggregations:
+            kind = aggregation.input.dtype(input_types).kind if aggregation.input is not None else None
+            if kind in ("int", "decimal") and is_wide(inputs[aggregation.name]):
+                _refuse_beyond(inputs[aggregation.name].set_axis(pd.MultiIndex.from_arrays(
+                    [members["_entity"], members["_start"]])), INT64_MAX if kind == "int" else DECIMAL38_MAX,
+                    view, aggregation.name, repr(aggregation.input))
+        part = _running_sums(members, aggregations, inputs, input_types, view)
         swept = []
         for aggregation in aggregations:
             if aggregation.function == "count_distinct":
@@ -390,6 +610,9 @@ def _align_window_groups(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _typed(column: pd.Series, dtype: DType) -> pd.Series:
+    if dtype.kind in ("int", "decimal") and column.dtype == object:
+        exact = pd.Series([pd.NA if pd.isna(v) else int(v) for v in column], index=column.index, dtype=object)
+        return narrow_if_possible(exact)  # Python ints only while some value needs them
     if dtype.kind in ("int", "decimal", "timestamp"):
         return column.astype("Int64")
     if dtype.kind == "float":
@@ -415,7 +638,7 @@ def latest_state_history(versions: pd.DataFrame, view: FeatureView) -> pd.DataFr
     rows = pd.DataFrame({"_entity": entity_of(current), "_t": current["known_from"], "_lsn": current["_lsn"],
                          "_deleted": False})
     for feature in view.features:
-        rows[feature.name] = feature.expression.to_pandas(current, input_types).to_numpy()
+        rows[feature.name] = exact_values(feature.expression, current, input_types).to_numpy()
     gone = versions[versions["closed_by"].isin(["delete", "truncate"]).to_numpy()].reset_index(drop=True)
     deleted = pd.DataFrame({"_entity": entity_of(gone), "_t": gone["known_to"],
                             "_lsn": gone["closed_by_lsn"].astype(np.int64), "_deleted": True})
@@ -439,7 +662,22 @@ def apply_row_transform(versions: pd.DataFrame, view: FeatureView) -> pd.DataFra
     missing = [c for c in [*versions.columns, *view.transform.columns] if c not in transformed.columns]
     if missing:
         raise ValueError(f"feature view {view.name!r}: transform.pandas dropped or did not add columns {missing}")
-    return transformed.reset_index(drop=True)
+    return _close_before_dropped_versions(transformed.reset_index(drop=True))
+
+
+def _close_before_dropped_versions(kept: pd.DataFrame) -> pd.DataFrame:
+    """A version the transform dropped does not exist: the kept version before it ends there as
+    if deleted (a latest-state entity has no row until a later kept version), not lasting on."""
+    if kept.empty:
+        return kept
+    kept = kept.sort_values(["_pk", "_lsn", "_rank"], kind="stable").reset_index(drop=True)
+    keys, lsns = kept["_pk"].to_numpy(), kept["_lsn"].to_numpy(dtype=np.int64)
+    next_kept = np.full(len(kept), NO_END, dtype=np.int64)
+    same_key = keys[1:] == keys[:-1]
+    next_kept[:-1] = np.where(same_key, lsns[1:], NO_END)
+    dropped_next = (kept["closed_by"] == "version").to_numpy() & (next_kept != kept["closed_by_lsn"].to_numpy())
+    kept.loc[dropped_next, "closed_by"] = "delete"
+    return kept
 
 
 # -- the whole computation --------------------------------------------------------------------------
@@ -455,10 +693,16 @@ def compute_history(change_log: pa.Table, view: FeatureView, emit: HistoryRange)
         history = latest_state_history(versions, view)
     in_range = (history["_t"] < emit.end) if emit.start is None else \
         (history["_t"] >= emit.start) & (history["_t"] < emit.end)
-    history = history[in_range.to_numpy()].reset_index(drop=True)
+    return finish_history(history[in_range.to_numpy()].reset_index(drop=True), view)
+
+
+def finish_history(history: pd.DataFrame, view: FeatureView) -> pa.Table:
+    """Derived features, ``drop_unchanged_within_hour`` and the Arrow table, from the value
+    changes in the emit range (the Spark engine ends views with an exact stddev here too)."""
     stored_types = view.stored_dtypes_without_derived()
     for derived in view.derived:
-        history[derived.name] = _typed(derived.expression.to_pandas(history, stored_types), derived.expression.dtype(stored_types))
+        history[derived.name] = _typed(exact_values(derived.expression, history, stored_types),
+                                       derived.expression.dtype(stored_types))
         stored_types[derived.name] = derived.expression.dtype(stored_types)
     history = drop_unchanged_within_hour(history, list(view.stored_dtypes()) + (["_deleted"] if "_deleted" in history else []))
     return to_arrow(history, view)
@@ -492,7 +736,7 @@ def to_arrow(history: pd.DataFrame, view: FeatureView) -> pa.Table:
     for name, dtype in stored.items():
         column = history[name]
         if dtype.kind == "decimal":
-            arrays.append(unscaled_to_decimal(column.astype("Int64"), dtype.scale))
+            arrays.append(unscaled_to_decimal(column if is_wide(column) else column.astype("Int64"), dtype.scale))
         elif dtype.kind == "timestamp":
             arrays.append(micros_to_timestamp(column))
         else:

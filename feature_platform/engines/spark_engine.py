@@ -10,9 +10,10 @@ sweep is a window function or a grouped sum (../shared/DESIGN-NOTES.md). Spark p
 that work by primary key, then by entity, so the same definition runs on a cluster when a
 change log outgrows one machine. Step by step, with the pandas function each one mirrors:
 
-1. **Loading** (``change_log_frame``): a decimal becomes its unscaled ``long``
+1. **Loading** (``change_log_frame``): a decimal(p,s) becomes its unscaled ``decimal(p,0)``
    (``unit_price * 100``), a timestamp its microseconds (``unix_micros``), an int a ``long``.
-   Nothing is a float before a mean, a stddev or a division, so sums are exact.
+   Nothing is a float before a mean, a stddev or a division; sums of ints and decimals are
+   ``DECIMAL(38,0)`` with ``try_`` arithmetic, so they are exact or a named error.
 2. **Row versions** (``row_versions``): a window over ``_pk`` ordered by ``(_lsn, op rank)``.
    ``lead(_commit)`` is ``known_to`` (the key's next change, a delete included, closes a
    version). A TOASTed column takes the value of the latest earlier *version* of the key
@@ -43,9 +44,13 @@ change log outgrows one machine. Step by step, with the pandas function each one
    ``view.history_schema()``, sorted by (valid_from, join key) like ``to_arrow``.
 
 Floats are bit-identical because both engines make them from the same integers in the same
-IEEE operations: ``mean = double(Σx) / double(n·10^scale)`` and
-``stddev = sqrt(double(n·Σx² − (Σx)²) / double(n(n−1))) / 10^scale``, the numerator exact in
-``DECIMAL(38,0)`` as pandas's is in Python ints. (Sums over a *float* input column depend on
+way: ``mean = double(Σx) / double(n·10^scale)``, and the stddev is the correctly rounded
+``sqrt((n·Σx² − (Σx)²) / (n(n−1)·10^2scale))`` from the exact numerator (``DECIMAL(38,0)``
+here, Python ints in pandas). For a view with such a stddev the query returns the exact
+(n, numerator) and the driver finishes with the pandas engine's own code (``rounded_sqrt``,
+derived features, ``drop_unchanged_within_hour``): a Python UDF cost seconds per query. A
+value beyond ``DECIMAL(38)`` raises a ``raise_error`` naming view, feature and entity, which
+``compute_history_spark`` re-raises as ``ValueOverflowError``, as pandas does. (Sums over a *float* input column depend on
 summation order, so they may differ in the last bits; the demo views aggregate only ints
 and decimals.)
 
@@ -62,18 +67,22 @@ from __future__ import annotations
 from typing import Iterable
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from feature_platform.cdc.change_log import OP_ORDER, change_log_schema
-from feature_platform.engines.frames import NO_END
-from feature_platform.engines.pandas_engine import HOUR_MICROS, VERSION_OPS, HistoryRange
-from feature_platform.expressions import DType
+from feature_platform.engines.frames import DECIMAL38_MAX, INT64_MAX, NO_END, rounded_sqrt
+from feature_platform.engines.pandas_engine import HOUR_MICROS, VERSION_OPS, HistoryRange, ValueOverflowError, bound
+from feature_platform.expressions import Column, DType, Expr
 from feature_platform.feature_view import Aggregation, FeatureView, source_dtypes
 
 __all__ = ["compute_history_spark"]
 
-_SPARK_TYPES = {"int": "long", "decimal": "long", "timestamp": "long", "float": "double",
+WIDE = "decimal(38,0)"  # exact integers: unscaled decimals, sums, sums of squares
+_OVERFLOW = "feature-platform overflow: "  # marks our raise_error messages inside Spark's errors
+
+_SPARK_TYPES = {"int": "long", "decimal": WIDE, "timestamp": "long", "float": "double",
                 "bool": "boolean", "string": "string"}
 
 
@@ -108,7 +117,9 @@ def _load(spark, change_log: pa.Table | Iterable[str], view: FeatureView):
         dtype = types[name]
         column = F.col(name)
         if dtype.kind == "decimal":
-            column = (column * F.lit(10 ** dtype.scale)).cast("long")  # the unscaled value, exactly
+            # The unscaled value, exactly, as a decimal(p, 0) of the declared precision p: Spark
+            # then types every product and sum with enough digits (up to 38).
+            column = _unscaled(column, *view.source.column(name).decimal_precision_scale)
         elif dtype.kind == "timestamp":
             column = F.unix_micros(column)
         else:
@@ -120,6 +131,21 @@ def _load(spark, change_log: pa.Table | Iterable[str], view: FeatureView):
     return raw.select(*columns, "_op", F.col("_lsn").cast("long").alias("_lsn"),
                       F.unix_micros("_commit_time").alias("_commit"), "_pk", "_unavailable",
                       rank.alias("_rank"), "_file", F.col("_seq").cast("long").alias("_seq"))
+
+
+def _unscaled(column, precision: int, scale: int):
+    """A decimal(p,s) column → its unscaled value as decimal(p,0), exactly (11.75 → 1175)."""
+    from decimal import Decimal
+
+    from pyspark.sql import functions as F
+
+    power = F.lit(Decimal(10 ** scale))
+    if precision + scale + 2 <= 38:  # the product's type holds every digit
+        return (column * power).cast(f"decimal({precision},0)")
+    # Wider: whole and fractional parts apart, so no intermediate type must drop digits.
+    whole = F.when(column >= 0, F.floor(column)).otherwise(F.ceil(column)).cast(f"decimal({precision},0)")
+    fraction = ((column - whole) * power).cast(f"decimal({min(scale + 1, 38)},0)")
+    return (whole * power + fraction).cast(f"decimal({precision},0)")
 
 
 # -- step 1: row versions -----------------------------------------------------------------
@@ -193,6 +219,15 @@ def _input_name(aggregation: Aggregation) -> str:
     return f"__input__{aggregation.name}"
 
 
+def _with_approximations(frame, expressions: list[Expr], types: dict[str, DType], view: FeatureView):
+    """Double copies of the exact columns that ``_guarded`` expressions read."""
+    from pyspark.sql import functions as F
+
+    names = sorted({name for expression in expressions if _needs_guard(expression, types, view)
+                    for name in expression.columns() if types[name].kind in ("int", "decimal")})
+    return frame.select("*", *[F.col(name).cast("double").alias(_APPROX + name) for name in names]) if names else frame
+
+
 def _memberships(versions, view: FeatureView, groups, live_after: int | None):
     """Every version's membership in each window group (``_memberships``), by entity.
 
@@ -205,10 +240,13 @@ def _memberships(versions, view: FeatureView, groups, live_after: int | None):
     input_types = view.input_dtypes()
     event = F.col(view.timestamp_field)
     usable = versions.filter(event.isNotNull() & F.col(view.entity_column).isNotNull())
+    usable = _with_approximations(usable, [a.input for a in view.aggregations if a.input is not None], input_types, view)
+    start = F.greatest(F.col("known_from"), event)
     members = usable.select(
         F.col(view.entity_column).alias("_entity"), event.alias("_event"), "known_from", "known_to",
         "_lsn", "_pk", "_rank", "_seq",
-        *[a.input.to_spark(input_types).alias(_input_name(a)) for a in view.aggregations if a.input is not None],
+        *[_guarded(a.input, input_types, view, a.name, F.col(view.entity_column), start).alias(_input_name(a))
+          for a in view.aggregations if a.input is not None],
         F.explode(F.array(*[F.lit(index) for index in range(len(groups))])).alias("_group"))
     window = F.lit(None).cast("long")
     for index, (micros, _) in enumerate(groups):
@@ -243,11 +281,13 @@ def _by_entity(*, running: bool):
     return window.rowsBetween(Window.unboundedPreceding, Window.currentRow) if running else window
 
 
-def _running_sums(members, aggregations: list[Aggregation], input_types: dict[str, DType]):
+def _running_sums(members, aggregations: list[Aggregation], input_types: dict[str, DType], view: FeatureView):
     """count, sum, mean, stddev at every instant of the group (``_running_sums``).
 
     Returns (_entity, _t, values...): one row per instant at which a member of the group
-    joins or leaves, which is the group's index.
+    joins or leaves, which is the group's index. Exact inputs are summed as DECIMAL(38,0)
+    with ``try_*`` arithmetic: a value beyond 38 digits becomes a named error
+    (``_refuse_null``), never a wrapped or silently dropped one.
     """
     from pyspark.sql import functions as F
 
@@ -257,48 +297,151 @@ def _running_sums(members, aggregations: list[Aggregation], input_types: dict[st
             continue
         value = F.col(_input_name(aggregation))
         exact = aggregation.input.dtype(input_types).kind in ("int", "decimal")
-        kind = "long" if exact else "double"
+        kind = WIDE if exact else "double"
         filled = F.coalesce(value.cast(kind), F.lit(0).cast(kind))
         contributions[f"{aggregation.name}__n"] = F.when(value.isNotNull(), F.lit(1)).otherwise(F.lit(0)).cast("long")
         contributions[f"{aggregation.name}__s"] = filled
         if aggregation.function == "stddev":
-            contributions[f"{aggregation.name}__q"] = filled * filled
+            square = F.try_multiply(filled, filled) if exact else filled * filled
+            if exact:
+                square = _refuse_null(square, view, aggregation.name, f"the square of {aggregation.input!r}",
+                                      F.col("_start"))
+            contributions[f"{aggregation.name}__q"] = square
     members = members.select("_entity", "_start", "_end", *[c.alias(n) for n, c in contributions.items()])
-    per_instant = _events(members, list(contributions)).groupBy("_entity", "_t").agg(
-        F.sum("_sign").alias("__count"), *[F.sum(F.col(name) * F.col("_sign")).alias(name) for name in contributions])
-    running = per_instant.select(
-        "_entity", "_t", *[F.sum(name).over(_by_entity(running=True)).alias(name) for name in ["__count", *contributions]])
+    events = _events(members, list(contributions))
+    signed = {name: F.when(F.col("_sign") > 0, F.col(name)).otherwise(-F.col(name)) for name in contributions}
+    exact_sums = {name for name in contributions if not name.endswith("__n")
+                  and _aggregation_of(aggregations, name).input.dtype(input_types).kind in ("int", "decimal")}
+    per_instant = events.groupBy("_entity", "_t").agg(
+        F.sum("_sign").alias("__count"),
+        *[(F.try_sum if name in exact_sums else F.sum)(column).alias(name) for name, column in signed.items()])
+    running = per_instant.select("_entity", "_t", *[
+        _refuse_null(F.col(name), view, _aggregation_of(aggregations, name).name, "a sum", F.col("_t"))
+        .alias(name) if name in exact_sums else F.col(name) for name in ["__count", *contributions]])
+    running = running.select("_entity", "_t", *[
+        (F.try_sum if name in exact_sums else F.sum)(name).over(_by_entity(running=True)).alias(name)
+        for name in ["__count", *contributions]])
+    running = running.select("_entity", "_t", *[
+        _refuse_null(F.col(name), view, _aggregation_of(aggregations, name).name, "a sum", F.col("_t")).alias(name)
+        if name in exact_sums else F.col(name) for name in ["__count", *contributions]])
     outputs = []
     for aggregation in aggregations:
         name, function = aggregation.name, aggregation.function
         if function == "count":
             outputs.append(F.col("__count").alias(name))
         elif function in ("sum", "mean", "stddev"):
-            outputs.append(_sum_based(aggregation, input_types).alias(name))
+            outputs.append(_sum_based(aggregation, input_types, view).alias(name))
     return running.select("_entity", "_t", *outputs)
 
 
-def _sum_based(aggregation: Aggregation, input_types: dict[str, DType]):
+def _aggregation_of(aggregations: list[Aggregation], column: str) -> Aggregation:
+    return next(a for a in aggregations if column.startswith(f"{a.name}__"))
+
+
+def _refuse_null(column, view: FeatureView, feature: str, what: str, moment):
+    """``column``, or a Spark error naming view, feature, entity and instant where a ``try_``
+    operation found it beyond DECIMAL(38,0) (its only source of nulls here)."""
+    from pyspark.sql import functions as F
+
+    return F.when(column.isNull(), _overflow_error(view, feature, F.col("_entity"), moment,
+                                                   f"{what} is beyond decimal(38)")).otherwise(column)
+
+
+def _overflow_error(view: FeatureView, feature: str, entity, moment, what: str):
+    """A Spark ``raise_error`` whose message says where: ``compute_history_spark`` re-raises
+    it as ``ValueOverflowError``, as pandas raises it."""
+    from pyspark.sql import functions as F
+
+    return F.raise_error(F.concat(
+        F.lit(f"{_OVERFLOW}feature view {view.name!r}, feature {feature!r}, entity "), entity.cast("string"),
+        F.lit(" at "), F.date_format(F.timestamp_micros(moment), "yyyy-MM-dd'T'HH:mm:ssXXX"), F.lit(f": {what}")))
+
+
+def _declared_bound(view: FeatureView, name: str) -> int:
+    """The largest |value| a source column's declared type allows (a transform's int: int64)."""
+    column = view.source.column(name)
+    if column is None or column.type == "int64":
+        return 2**63
+    if column.decimal_precision_scale:
+        return 10 ** column.decimal_precision_scale[0] - 1
+    return 2**31
+
+
+_APPROX = "__approx__"
+
+
+def _renamed(expression: Expr, prefix: str) -> Expr:
+    """The same expression over the columns ``prefix + name``."""
+    import dataclasses
+
+    if isinstance(expression, Column):
+        return Column(prefix + expression.name)
+    changes = {f.name: _renamed(getattr(expression, f.name), prefix) for f in dataclasses.fields(expression)
+               if isinstance(getattr(expression, f.name), Expr)}
+    return dataclasses.replace(expression, **changes) if changes else expression
+
+
+def _needs_guard(expression: Expr, types: dict[str, DType], view: FeatureView) -> bool:
+    kind = expression.dtype(types).kind
+    if kind not in ("int", "decimal"):
+        return False
+    limit = INT64_MAX if kind == "int" else DECIMAL38_MAX
+    return bound(expression, types, lambda name: _declared_bound(view, name))[1] > limit
+
+
+def _guarded(expression: Expr, types: dict[str, DType], view: FeatureView, feature: str, entity, moment):
+    """An exact expression whose declared types allow values it could not hold (beyond
+    int64 for an int, decimal(38) for a decimal): checked first in doubles, so that a row that
+    would overflow raises a named error instead of Spark's anonymous one (pandas checks the
+    exact value; the two differ only within 10^-15 of the limit). Needs the ``_APPROX`` columns."""
+    from pyspark.sql import functions as F
+
+    exact = expression.to_spark(types)
+    if not _needs_guard(expression, types, view):
+        return exact
+    kind = expression.dtype(types).kind
+    limit = INT64_MAX if kind == "int" else DECIMAL38_MAX
+    approx = _renamed(expression, _APPROX).to_spark({_APPROX + name: dtype for name, dtype in types.items()})
+    beyond = F.abs(approx.cast("double")) >= F.lit(float(limit))
+    return F.when(beyond, _overflow_error(view, feature, entity, moment,
+                                          f"{expression!r} is beyond {'int64' if kind == 'int' else 'decimal(38)'}")
+                  ).otherwise(exact)
+
+
+def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: FeatureView):
     """sum, mean or stddev from the running n, Σx and Σx², computed as pandas computes them."""
+    from decimal import Decimal
+
     from pyspark.sql import functions as F
 
     name, function = aggregation.name, aggregation.function
     input_type = aggregation.input.dtype(input_types)
-    divisor = F.lit(float(10 ** input_type.scale))
+    exact = input_type.kind in ("int", "decimal")
     n, s = F.col(f"{name}__n"), F.col(f"{name}__s")
     if function == "sum":
+        if input_type.kind == "int":  # stored as a long: refuse what does not fit one
+            fits = s.between(F.lit(-INT64_MAX - 1).cast(WIDE), F.lit(INT64_MAX).cast(WIDE))
+            return _refuse_null(F.when(fits, s.cast("long")), view, name, "a sum (an int64 feature)", F.col("_t"))
         return s
     if function == "mean":
-        # One division of two exact integers, as pandas: the correctly rounded exact mean.
-        return F.when(n > 0, s.cast("double") / (n * F.lit(10 ** input_type.scale)).cast("double"))
+        # One division of two exact integers, each rounded once to a double, as pandas.
+        if input_type.scale <= 9:
+            count = n * F.lit(10 ** input_type.scale)
+        else:
+            count = n.cast(WIDE) * F.lit(Decimal(10 ** input_type.scale))
+        return F.when(n > 0, s.cast("double") / count.cast("double"))
     q = F.col(f"{name}__q")
-    if input_type.kind in ("int", "decimal"):
-        # n·Σx² − (Σx)² exactly, as pandas does with Python ints: each product is below
-        # 2^126 < 10^38 while n, Σx and Σx² are longs.
-        wide = "decimal(38,0)"
-        numerator = (n.cast(wide) * q.cast(wide) - s.cast(wide) * s.cast(wide)).cast("double")
-    else:
-        numerator = n.cast("double") * q - s * s
+    if exact:
+        # The numerator n·Σx² − (Σx)² exactly in DECIMAL(38,0) ((Σx)² <= n·Σx², so if n·Σx²
+        # fits, everything does), then the same correctly rounded root as pandas.
+        total = _refuse_null(F.try_multiply(n.cast(WIDE), q), view, name,
+                             f"n·Σx² of {aggregation.input!r} (the exact stddev numerator)", F.col("_t"))
+        numerator = total - s * s
+        # Rounded once by the driver, with the pandas engine's code (``_finish_exact_stddevs``):
+        # a Python UDF here costs seconds per query.
+        return F.when(n >= 2, F.struct(n.alias("n"), numerator.alias("numerator")))
+    divisor = F.lit(float(10 ** input_type.scale))
+    numerator = n.cast("double") * q - s * s
     variance = numerator / (n * (n - F.lit(1))).cast("double")
     return F.when(n >= 2, F.sqrt(F.greatest(variance, F.lit(0.0))) / divisor)
 
@@ -364,7 +507,7 @@ def _aggregation_history(versions, view: FeatureView, live_after: int | None):
     pieces = []
     for index, (_, aggregations) in enumerate(groups):
         group = members.filter(F.col("_group") == F.lit(index))
-        sums = _running_sums(group, aggregations, input_types)
+        sums = _running_sums(group, aggregations, input_types, view)
         names = [a.name for a in aggregations if a.function in ("count", "sum", "mean", "stddev")]
         pieces.append(sums.select("_entity", "_t", F.struct(F.col("_t").alias("t"), *names).alias(f"__group_{index}")))
         for aggregation in aggregations:
@@ -383,7 +526,9 @@ def _aggregation_history(versions, view: FeatureView, live_after: int | None):
         column = F.col(aggregation.name)
         if aggregation.function in ("count", "count_distinct", "sum"):
             column = F.coalesce(column, F.lit(0))  # nothing in the window yet: count 0, sum 0
-        columns.append(column.cast(_spark_type(output_types[aggregation.name])).alias(aggregation.name))
+        if aggregation.name not in _exact_stddevs(view):  # those stay (n, numerator) structs
+            column = column.cast(_spark_type(output_types[aggregation.name]))
+        columns.append(column.alias(aggregation.name))
     return history.select("_entity", "_t", *columns)
 
 
@@ -447,7 +592,9 @@ def _latest_state_history(versions, view: FeatureView):
                                  F.lit(False).alias("deleted"))),
         F.when(gone, F.struct(F.col("known_to").alias("t"), F.col("closed_by_lsn").alias("lsn"),
                               F.lit(True).alias("deleted")))))
-    features = {f.name: f.expression.to_spark(input_types).cast(_spark_type(output_types[f.name])) for f in view.features}
+    versions = _with_approximations(versions, [f.expression for f in view.features], input_types, view)
+    features = {f.name: _guarded(f.expression, input_types, view, f.name, F.col(view.entity_column), F.col("known_from"))
+                .cast(_spark_type(output_types[f.name])) for f in view.features}
     rows = versions.select(F.col(view.entity_column).alias("_entity"), "_pk", "_rank", "_file", "_seq",
                           *[column.alias(name) for name, column in features.items()], sides.alias("_side"))
     rows = rows.filter(F.col("_side").isNotNull()).select(
@@ -494,8 +641,21 @@ def compute_history_spark(spark, change_log: pa.Table | Iterable[str], view: Fea
 
     ``change_log`` is the source table's change log: an Arrow table (change_log_schema) or
     the paths of change-log Parquet partitions. The result equals
-    ``pandas_engine.compute_history`` on the same change log, bit for bit.
+    ``pandas_engine.compute_history`` on the same change log, bit for bit. A value beyond what
+    the offline store holds raises ``ValueOverflowError`` naming view, feature and entity.
     """
+    try:
+        return _compute_history(spark, change_log, view, emit)
+    except Exception as error:  # Spark wraps our raise_error in its own exception types
+        text = str(error)
+        if _OVERFLOW not in text:
+            raise
+        message = text[text.index(_OVERFLOW) + len(_OVERFLOW):].splitlines()[0]
+        message = message.split(" SQLSTATE")[0].strip()
+        raise ValueOverflowError(message) from None
+
+
+def _compute_history(spark, change_log: pa.Table | Iterable[str], view: FeatureView, emit: HistoryRange) -> pa.Table:
     from pyspark.sql import functions as F
 
     if view.transform is not None:
@@ -517,6 +677,8 @@ def compute_history_spark(spark, change_log: pa.Table | Iterable[str], view: Fea
     if emit.start is not None:
         in_range = in_range & (F.col("_t") >= F.lit(emit.start))
     history = history.filter(in_range)
+    if _exact_stddevs(view):
+        return _finish_exact_stddevs(history, view)
     stored_types = view.stored_dtypes_without_derived()
     for derived in view.derived:
         dtype = derived.expression.dtype(stored_types)
@@ -525,6 +687,41 @@ def compute_history_spark(spark, change_log: pa.Table | Iterable[str], view: Fea
     value_columns = list(view.stored_dtypes()) + ([] if view.is_aggregation_view else ["_deleted"])
     history = _drop_unchanged_within_hour(history, value_columns)
     return _to_arrow(history.select("_entity", "_t", *value_columns), view)
+
+
+def _exact_stddevs(view: FeatureView) -> set[str]:
+    """The view's stddev features over exact (int, decimal) inputs."""
+    types = view.input_dtypes()
+    return {a.name for a in view.aggregations
+            if a.function == "stddev" and a.input.dtype(types).kind in ("int", "decimal")}
+
+
+def _finish_exact_stddevs(history, view: FeatureView) -> pa.Table:
+    """The tail of the computation on the driver, with the pandas engine's own functions, for a
+    view with an exact stddev: each stddev rounded once from its exact (n, numerator)
+    (``rounded_sqrt``), then derived features, ``drop_unchanged_within_hour`` and the Arrow
+    table. The rows come to the driver anyway; the same code makes the same bits."""
+    from feature_platform.engines import pandas_engine
+
+    stddevs = _exact_stddevs(view)
+    result = history.select("_entity", "_t", *[a.name for a in view.aggregations]).toArrow()
+    types = view.stored_dtypes_without_derived()
+    frame = pd.DataFrame({"_entity": result.column("_entity").to_pylist(),
+                          "_t": result.column("_t").cast(pa.int64()).to_numpy(zero_copy_only=False)})
+    for aggregation in view.aggregations:
+        column = result.column(aggregation.name)
+        scale = aggregation.input.dtype(view.input_dtypes()).scale if aggregation.name in stddevs else 0
+        if aggregation.name in stddevs:
+            frame[aggregation.name] = pd.Series(
+                [None if cell is None else
+                 (rounded_sqrt(int(cell["numerator"]), cell["n"] * (cell["n"] - 1) * 10 ** (2 * scale))
+                  if cell["numerator"] > 0 else 0.0) for cell in column.to_pylist()], dtype="Float64")
+        elif types[aggregation.name].kind == "decimal":
+            frame[aggregation.name] = pandas_engine.decimal_to_unscaled(column.cast(pa.decimal128(38, 0)))
+        else:
+            frame[aggregation.name] = pandas_engine._typed(pd.Series(column.to_pylist(), dtype=object),
+                                                           types[aggregation.name])
+    return pandas_engine.finish_history(frame, view)
 
 
 def _apply_row_transform(versions, view: FeatureView):
@@ -537,8 +734,15 @@ def _apply_row_transform(versions, view: FeatureView):
     missing = [c for c in [*versions.columns, *view.transform.columns] if c not in transformed.columns]
     if missing:
         raise ValueError(f"feature view {view.name!r}: transform.spark dropped or did not add columns {missing}")
-    return transformed.select(*[F.col(c) for c in versions.columns], *[
+    transformed = transformed.select(*[F.col(c) for c in versions.columns], *[
         F.col(name).cast(_spark_type(dtype)).alias(name) for name, dtype in view.transform.columns.items()])
+    # A dropped version does not exist: the kept one before it ends there as if deleted
+    # (``_close_before_dropped_versions``).
+    from pyspark.sql import Window
+
+    next_kept = F.lead("_lsn").over(Window.partitionBy("_pk").orderBy("_lsn", "_rank", "_file", "_seq"))
+    dropped_next = (F.col("closed_by") == "version") & (next_kept.isNull() | (next_kept != F.col("closed_by_lsn")))
+    return transformed.withColumn("closed_by", F.when(dropped_next, F.lit("delete")).otherwise(F.col("closed_by")))
 
 
 def _to_arrow(history, view: FeatureView) -> pa.Table:
@@ -549,8 +753,9 @@ def _to_arrow(history, view: FeatureView) -> pa.Table:
     for name, dtype in view.stored_dtypes().items():
         column = result.column(name)
         if dtype.kind == "decimal":
-            # The unscaled integer, reinterpreted at the feature's scale (no rescaling).
-            unscaled = pc.cast(column.cast(pa.int64()), pa.decimal128(38, 0))
+            # The unscaled integer (a DECIMAL(38,0) in Spark), reinterpreted at the feature's
+            # scale (no rescaling).
+            unscaled = pc.cast(column, pa.decimal128(38, 0))
             arrays.append(pa.chunked_array([chunk.view(pa.decimal128(38, dtype.scale)) for chunk in unscaled.chunks],
                                            type=pa.decimal128(38, dtype.scale)))
         elif dtype.kind == "timestamp":

@@ -35,6 +35,9 @@ DEFAULT_CONF: dict[str, str] = {
     # PySpark records the Python call site of every DataFrame call for error messages: a
     # stack inspection per call, which costs more than building the engine's plans itself.
     "spark.python.sql.dataFrameDebugging.enabled": "false",
+    # Arithmetic that overflows must fail, not turn into null (Spark 4's default, made
+    # explicit): the engine's exact sums and products rely on it where no named check runs.
+    "spark.sql.ansi.enabled": "true",
 }
 
 _lock = threading.Lock()
