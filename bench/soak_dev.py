@@ -120,6 +120,17 @@ class RssSampler:
         return rows
 
 
+def overlapping_sensor_runs(instance) -> list[tuple[str, str]]:
+    """Pairs of CDC sensor runs that were in progress at the same time (the instance's run queue
+    lets one run at a time: an older run finishing last would leave its partitions behind)."""
+    import dagster as dg
+
+    records = instance.get_run_records(dg.RunsFilter(tags={"dagster/sensor_name": "cdc_landing_sensor"}))
+    spans = sorted((r.start_time, r.end_time or float("inf"), r.dagster_run.run_id)
+                   for r in records if r.start_time is not None)
+    return [(earlier[2], later[2]) for earlier, later in zip(spans, spans[1:]) if later[0] < earlier[1]]
+
+
 def soak(batches: int, interval: float, orders_per_batch: int, workdir: Path, timeout: float) -> dict:
     from feature_platform.cdc.change_log import file_id
     from feature_platform.embedded_redis import start_embedded_redis
@@ -212,6 +223,7 @@ def soak(batches: int, interval: float, orders_per_batch: int, workdir: Path, ti
             change_log_rows = sum(pq.read_metadata(offline.local_path(e.path)).num_rows
                                   for e in offline.list_files("change_logs/orders", recursive=False))
             runs = final["runs"]
+            overlapping = overlapping_sensor_runs(instance)
             instance.dispose()
             client.close()
             memory = sampler.report()
@@ -224,11 +236,12 @@ def soak(batches: int, interval: float, orders_per_batch: int, workdir: Path, ti
                 "manifests": len(manifests), "change_log_rows": change_log_rows,
                 "redis_counts_exact": final["counts"] == dict(expected),
                 "memory": memory, "memory_flat": all(row["flat"] for row in memory) and bool(memory),
+                "sensor_runs_overlapping": overlapping,
             }
             report["ok"] = (report["runs_failed"] == 0 and not report["files_announced_more_than_once"]
                             and report["files_announced"] == batches and report["manifests"] == batches
                             and report["change_log_rows"] == report["orders"] and report["redis_counts_exact"]
-                            and report["memory_flat"])
+                            and report["memory_flat"] and not report["sensor_runs_overlapping"])
             return report
         finally:
             if dev.poll() is None:

@@ -138,6 +138,14 @@ local_artifact_storage:
     base_dir: $home
 telemetry:
   enabled: false
+# CDC sensor runs one at a time, in the order requested: each rebuilds its hours from what was
+# staged when it started, so two at once could let the older one finish last and leave its
+# partitions behind the newer one's (deploy/dagster.yaml holds the same limit).
+run_queue:
+  tag_concurrency_limits:
+    - key: dagster/sensor_name
+      value: cdc_landing_sensor
+      limit: 1
 EOF
     mv "$file.tmp.$$" "$file"
     export DAGSTER_DISABLE_TELEMETRY=yes
