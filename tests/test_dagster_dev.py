@@ -109,3 +109,18 @@ def test_dev_command_runs_the_sensor_and_materializes(tmp_path):
     assert not ui_answers(port)
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
+
+
+def test_dev_instance_queues_cdc_sensor_runs_one_at_a_time(tmp_path):
+    """The instance ``scripts/dev`` writes lets one CDC sensor run go at a time: each rebuilds its
+    hours from what was staged when it started, so an older run must not finish after a newer one."""
+    home = tmp_path / "dagster_home"
+    subprocess.run(["bash", "-c", f'source scripts/_bootstrap.sh && fp_write_dagster_yaml "{home}"'],
+                   cwd=REPO, check=True, capture_output=True, timeout=60)
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        assert {"key": "dagster/sensor_name", "value": "cdc_landing_sensor", "limit": 1} in limits
+    finally:
+        instance.dispose()
