@@ -6,9 +6,10 @@ comparisons (``col("total_spend_30d") > 1000``) and conditionals
 run only in pandas; these trees also become Spark ``Column`` expressions, so both engines
 compute the same thing.
 
-Types are tracked so money stays exact: a ``decimal(p,s)`` column is carried as an int64 of
-its unscaled value, products and sums of decimals stay integers, and only a division (or a
-mean) turns them into floats.
+Types are tracked so money stays exact: a ``decimal(p,s)`` column is carried as its unscaled
+integer (int64 while the data proves it cannot wrap, exact Python ints in pandas and
+DECIMAL(38,0) in Spark beyond that), products and sums of decimals stay integers, and only a
+division (or a mean) turns them into floats.
 """
 
 from __future__ import annotations
