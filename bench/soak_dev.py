@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,12 +45,6 @@ import psutil  # noqa: E402
 
 CUSTOMERS = list(range(1001, 1011))
 PROJECT = "soak"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def ui_answers(port: int) -> bool:
@@ -133,7 +126,7 @@ def overlapping_sensor_runs(instance) -> list[tuple[str, str]]:
 
 def soak(batches: int, interval: float, orders_per_batch: int, workdir: Path, timeout: float) -> dict:
     from feature_platform.cdc.change_log import file_id
-    from feature_platform.embedded_redis import start_embedded_redis
+    from feature_platform.embedded_redis import find_free_port, start_embedded_redis
     from feature_platform.storage import Store
 
     import dagster as dg
@@ -141,7 +134,7 @@ def soak(batches: int, interval: float, orders_per_batch: int, workdir: Path, ti
     import redis
 
     data, home, log = workdir / "data", workdir / "dagster_home", workdir / "dev.log"
-    port = free_port()
+    port = find_free_port()
     now = datetime.now(timezone.utc)
     began = time.monotonic()
     with start_embedded_redis() as redis_server:

@@ -5,7 +5,6 @@ platform stops cleanly — Dagster and the embedded Redis it started.
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,16 +16,11 @@ import pytest
 import redis
 
 from assets.sources import orders
+from feature_platform.embedded_redis import find_free_port
 from feature_platform.orchestration.partitions import partition_key_of
 from tests.conftest import current_hour, dumps, landing_name, ms, order_message, order_row, write_landing_file
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen, log: Path):
@@ -52,7 +46,7 @@ def ui_answers(port: int) -> bool:
 
 @pytest.mark.timeout(420)
 def test_dev_command_runs_the_sensor_and_materializes(tmp_path):
-    port = free_port()
+    port = find_free_port()
     data, home, log = tmp_path / "data", tmp_path / "dagster_home", tmp_path / "dev.log"
     hour = current_hour()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("FP_", "DAGSTER_"))}

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster._core.storage.dagster_run import RunRecord
 from dagster._grpc.client import DagsterGrpcClient
 
+from feature_platform.embedded_redis import find_free_port
 from feature_platform.orchestration.partitions import partition_key_of
 from tests.conftest import current_hour, dumps, landing_name, ms, order_message, order_row, write_landing_file
 
@@ -58,12 +58,6 @@ CDC_ORDERS = dg.AssetKey(["cdc", "orders"])
 TOPIC_ORDERS = dg.AssetKey(["topics", "orders"])
 ONLINE_CUSTOMER_ORDERS = dg.AssetKey(["online", "customer_orders"])
 PURCHASER = 1001
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def env_names(config: object) -> set[str]:
@@ -295,7 +289,7 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
         folder.mkdir()
     shutil.copyfile(DEPLOY / "dagster.yaml", home / "dagster.yaml")  # unmodified
     project = f"deploy{uuid.uuid4().hex[:8]}"
-    code_port, web_port = free_port(), free_port()
+    code_port, web_port = find_free_port(), find_free_port()
     hour = current_hour()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("FP_", "DAGSTER_"))}
     environment.update(fresh_database)
