@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import dagster as dg
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 from assets.sources import customers, orders
 from conftest import (
@@ -67,6 +68,9 @@ class Harness:
 
 
 def harness(stores, *, days: int = 10, **sensor_options) -> Harness:
+    # These ticks follow each other within a second: sweep on every one of them unless a test
+    # says otherwise (the deployed sensor sweeps at most every 30 s; see the test of that below).
+    sensor_options.setdefault("sweep_interval_seconds", 0)
     start = current_hour() - timedelta(days=days)
     partitions = hourly_partitions(start)
     change_logs = [build_change_log_asset(table, partitions) for table in (orders, customers)]
@@ -172,6 +176,62 @@ def test_a_late_file_in_an_old_folder_requests_its_old_hours(stores):
     second = h.tick(first.cursor)
     assert requested_hours(second.run_requests)[ORDERS_KEY] == {old, old + HOUR}
     assert h.tick(second.cursor).run_requests == []
+
+
+def test_ticking_often_does_not_sweep_more_often(stores):
+    """Ticks every few seconds list what is new (frontier, active folders) on every tick, but the
+    rolling sweep of the whole zone, which finds late files in old folders, at most once per
+    sweep_interval_seconds: object storage is not listed 6× as much for ticking 6× as often."""
+    h = harness(stores, sweep_interval_seconds=3600)
+    recent = current_hour() - 2 * HOUR
+    write_landing_file(stores.landing_dir, landing_name(1, 0), [order_line(1, 500, recent)])
+    first = h.tick(None)  # a first tick sweeps: nothing has been swept yet
+    assert requested_hours(first.run_requests)[ORDERS_KEY] == {recent}
+
+    old = h.start + timedelta(days=2, hours=7)
+    write_landing_file(stores.landing_dir, landing_name(0, 0), [order_line(2, 10, old + timedelta(minutes=1))])
+    write_landing_file(stores.landing_dir, landing_name(1, 1), [order_line(3, 501, recent)])
+    second = h.tick(first.cursor)
+    # the new file after the frontier is taken at once; the late one in the old folder waits
+    assert requested_hours(second.run_requests)[ORDERS_KEY] == {recent}
+    assert h.tick(second.cursor).run_requests == []
+
+    # once the sweep interval has passed (here: the cursor's last sweep an hour ago), it is found
+    cursor = json.loads(second.cursor)
+    cursor["last_sweep"] -= 3600
+    third = h.tick(json.dumps(cursor))
+    assert requested_hours(third.run_requests)[ORDERS_KEY] == {old}
+
+
+def test_while_a_sensor_run_is_queued_new_files_wait_for_one_later_run(stores):
+    """Back-pressure: ticking every 5 s with runs one at a time, a steady stream of batches must
+    not queue runs faster than they finish. While one of the sensor's runs waits in the queue,
+    a tick takes nothing; the files it left go into one run once the queue has moved."""
+    h = harness(stores)
+    recent = current_hour() - 2 * HOUR
+    write_landing_file(stores.landing_dir, landing_name(0, 0), [order_line(1, 500, recent)])
+    instance = dg.DagsterInstance.ephemeral()
+    first = h.tick(None, instance)
+    assert first.run_requests
+
+    # the first run is queued behind another; two more batches land meanwhile
+    location = RegisteredCodeLocationOrigin("feature_platform")  # a queued run names its code location
+    instance.add_run(dg.DagsterRun(
+        job_name="cdc_landing_sensor_job", run_id="queued-run", status=dg.DagsterRunStatus.QUEUED,
+        tags={"dagster/sensor_name": h.sensor.name},
+        remote_job_origin=RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), "cdc_landing_sensor_job"),
+    ))
+    write_landing_file(stores.landing_dir, landing_name(0, 1), [order_line(2, 501, recent + HOUR)])
+    write_landing_file(stores.landing_dir, landing_name(0, 2), [order_line(3, 502, recent + HOUR)])
+    waiting = h.tick(first.cursor, instance)
+    assert waiting.run_requests == [] and "still queued" in waiting.skip_message
+    assert waiting.cursor == first.cursor  # nothing taken: the cursor stays where it was
+
+    # the queued run has left the queue (here: canceled): the next tick takes both files, in one run
+    instance.report_run_canceled(instance.get_run_by_id("queued-run"))
+    later = h.tick(first.cursor, instance)
+    assert len(later.run_requests) == 1
+    assert requested_hours(later.run_requests)[ORDERS_KEY] == {recent + HOUR}
 
 
 def test_restart_with_only_the_stored_cursor_never_reannounces(stores):

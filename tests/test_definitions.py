@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import redis
+
 from conftest import REPO, current_hour, landing_name, ms, order_message, order_row, dumps, write_landing_file
 
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -99,3 +101,58 @@ def test_the_deployed_sensor_requests_the_change_log_and_everything_downstream(t
     assert request["tags"]["dagster/asset_partition_range_end"] == current_hour().strftime("%Y-%m-%d-%H:%M")
     assert "cdc/orders" in request["selection"] and "cdc/customers" not in request["selection"]
     assert len(request["selection"]) > 1, "nothing downstream of cdc/orders was selected"
+
+
+SENSOR_RUN = textwrap.dedent("""
+    import json
+    import dagster as dg
+    from definitions import defs
+    repository = defs.get_repository_def()
+    sensor = repository.get_sensor_def("cdc_landing_sensor")
+    instance = dg.DagsterInstance.ephemeral()
+    context = dg.build_sensor_context(instance=instance, definitions=defs,
+                                      resources={"landing": defs.resources["landing"],
+                                                 "offline": defs.resources["offline"]})
+    [request] = sensor.evaluate_tick(context).run_requests
+    job = repository.get_job(sensor.job_name)
+    # the run the daemon would launch, executed here in this process (execute_in_process runs
+    # the steps in the order the in-process executor takes them)
+    outcome = job.execute_in_process(instance=instance, tags=request.tags,
+                                     asset_selection=list(request.asset_selection))
+    print(json.dumps({
+        "job": job.name,
+        "executor": job.executor_def.name,
+        "success": outcome.success,
+        "starts": [e.step_key for e in outcome.all_events if e.event_type_value == "STEP_START"],
+    }))
+""")
+
+
+def test_sensor_runs_use_the_in_process_executor_and_each_online_step_follows_its_view(tmp_path):
+    """A CDC run's steps run in one process (no process start per step), and the online table of
+    a view goes as soon as its history is written, not after the histories of unrelated views."""
+    redis_url = os.environ.get("FP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    project = f"runorder{os.getpid()}"
+    env = environment(tmp_path, FP_REDIS_URL=redis_url, FP_PROJECT=project)
+    commit = current_hour()
+    line = dumps(order_message("c", lsn=1, commit_ms=ms(commit), tx_id=1, after=order_row(1)))
+    write_landing_file(tmp_path / "landing", landing_name(0, 0), [line])
+    try:
+        result = run([sys.executable, "-c", SENSOR_RUN], env)
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"fp:{project}:*"))
+        if keys:
+            client.delete(*keys)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["job"] == "cdc_landing_sensor_job" and report["executor"] == "in_process"
+    assert report["success"], report
+    starts = report["starts"]
+    # orders feed two views: both histories and both online tables ran, after the change log
+    views = ["customer_orders", "product_sales"]
+    assert starts[0] == "cdc__orders", starts
+    assert {f"{layer}__{view}" for layer in ("features", "online") for view in views} <= set(starts), starts
+    for view in views:
+        position = starts.index(f"features__{view}")
+        assert starts[position + 1] == f"online__{view}", f"online__{view} waited behind other steps: {starts}"

@@ -248,6 +248,11 @@ class Scan:
     unrecognised: list[str]
     listings: list[tuple[str, str | None, Listing]]  # (kind, folder, listing)
 
+    @property
+    def swept(self) -> bool:
+        """Whether this scan listed a slice of the rolling sweep."""
+        return any(kind == "sweep" for kind, _, _ in self.listings)
+
     def advance(self, state: ScanState, taken: set[str], announced: set[str], now: float, max_folders: int,
                 folder_idle_seconds: float) -> ScanState:
         """The state after this tick, given the landing paths taken now and those announced before.
@@ -293,12 +298,13 @@ class Scan:
 
 
 def scan_landing_zone(store: Store, topics: Iterable[str], state: ScanState, keys_per_listing: int = 5000,
-                      time_budget_seconds: float = 15.0) -> Scan:
+                      time_budget_seconds: float = 15.0, sweep: bool = True) -> Scan:
     """List what may be new since ``state``: after each active folder's mark, after the
     frontier, and (once the frontier has caught up) the next slice of the rolling sweep.
 
     Never the whole zone in one tick: each listing stops after ``keys_per_listing`` keys
-    (on S3, ListObjectsV2 with ``StartAfter``, 1,000 keys a request).
+    (on S3, ListObjectsV2 with ``StartAfter``, 1,000 keys a request). ``sweep=False`` leaves
+    the sweep for a later scan (a poller that scans often sweeps less often).
     """
     began = time.monotonic()
     topics = list(topics)
@@ -311,7 +317,7 @@ def scan_landing_zone(store: Store, topics: Iterable[str], state: ScanState, key
         if state.frontier is not None and mark is not None and mark >= state.frontier:
             continue  # the frontier listing already covers this folder past its mark
         listings.append(("folder", folder, store.list_after(folder, mark, keys_per_listing)))
-    if frontier.complete:
+    if sweep and frontier.complete:
         listings.append(("sweep", None, store.list_after("", state.sweep_after, keys_per_listing)))
     seen: dict[str, LandingFile] = {}
     unrecognised: set[str] = set()

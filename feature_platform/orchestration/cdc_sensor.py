@@ -16,6 +16,23 @@ How it never misses a file, and never announces one twice:
   cursor: Dagster commits a cursor only after the tick's runs were submitted, so a tick
   that dies half-way announces nothing and its files are simply taken again. Run keys
   derived from the files make such a repeat harmless.
+
+How a landed batch reaches Redis quickly (issue #8's freshness figure, ``bench/freshness.py``):
+
+* The sensor ticks on every round of the daemon's sensor loop (every 5 s), not every 30 s.
+  What a tick reads stays small: the incremental listing, the announcement log read once per
+  file (``AnnouncementLog`` caches the immutable entries it has read), and the rolling sweep at
+  most once per ``sweep_interval_seconds`` rather than on every tick.
+* Its runs are runs of ``<sensor>_job``, an asset job with the *in-process* executor: a CDC
+  run is a handful of small steps (change logs, then views, then their online tables), and
+  the default multiprocess executor starting a Python process per step cost more than the
+  steps' work. Backfills and the hourly schedule keep the default executor.
+* Within a run, a view's online step goes as soon as its history is written, before the next
+  view's history (``dagster/priority`` op tags on the feature-view assets, see
+  ``feature_view_assets``).
+* Back-pressure: the runs go one at a time (the run queue's limit on this sensor's tag), so
+  while one of its runs waits in the queue a tick takes nothing; what lands meanwhile goes
+  into one later run instead of a run per tick piling up behind a slow one.
 """
 
 
@@ -26,7 +43,11 @@ from datetime import datetime
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    SENSOR_NAME_TAG,
+)
 
 from feature_platform.cdc.change_log import ChangeLog, file_id, parse_hour
 from feature_platform.cdc.landing import ScanState, scan_landing_zone
@@ -43,6 +64,23 @@ ANNOUNCED_PREFIX = "_cdc_sensor/announced"
 
 PENDING_PREFIX = "_cdc_sensor/pending"
 
+# The Dagster daemon evaluates sensors in a loop that comes round every 5 s at most
+# (dagster._daemon.sensor.MIN_INTERVAL_LOOP_TIME). A minimum interval under that lets the sensor
+# tick on every round; 5 itself would skip every other round, because the interval is measured
+# from the previous tick's start, a moment after its round began.
+DEFAULT_MINIMUM_INTERVAL_SECONDS = 3
+
+# The rolling sweep (a slice of up to keys_per_listing keys of the whole zone) only finds files
+# that land late in old folders; it keeps the cadence the sensor had when it ticked every 30 s,
+# so ticking more often does not multiply the listing requests sent to object storage.
+DEFAULT_SWEEP_INTERVAL_SECONDS = 30.0
+
+# Announcement-log entries already read: per log (its full path), entry (path, size, mtime) ->
+# its ids. An entry is never rewritten (a tick's file is named by the hash of its ids, a merged
+# file by the hash of its content), so a tick lists the log but reads only entries it has not
+# seen; ticking every 5 s then costs one listing, not a GET of every entry.
+_ANNOUNCED_CACHE: dict[str, dict[tuple, frozenset[str]]] = {}
+
 
 class AnnouncementLog:
     """Which landing files have had their partitions requested (one small JSON file per tick).
@@ -58,8 +96,13 @@ class AnnouncementLog:
     def announced(self, compact_above: int = 64) -> set[str]:
         ids: set[str] = set()
         entries = self.offline.list_files(ANNOUNCED_PREFIX, recursive=False)
+        seen = _ANNOUNCED_CACHE.get(self.offline.full_path(ANNOUNCED_PREFIX), {})
+        current = {}
         for entry in entries:
-            ids.update(json.loads(self.offline.read_bytes(entry.path)))
+            key = (entry.path, entry.size, entry.mtime_ns)
+            current[key] = seen.get(key) or frozenset(json.loads(self.offline.read_bytes(entry.path)))
+            ids.update(current[key])
+        _ANNOUNCED_CACHE[self.offline.full_path(ANNOUNCED_PREFIX)] = current  # only what is listed now
         if len(entries) > compact_above:
             # One file per tick would grow without end: fold them into one. The merged file is
             # written before the old ones go, so a crash in between only leaves duplicates.
@@ -141,11 +184,52 @@ def plan_run_requests(hours_by_table: dict[str, set[str]], tables: dict[str, Sou
     return requests
 
 
+def _queued_runs(context: dg.SensorEvaluationContext, sensor_name: str) -> list[str]:
+    """Ids of this sensor's runs that are submitted but not launched yet (the run queue holds them)."""
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:
+        return []  # a context built without an instance (a bare test): nothing can be queued
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED],
+                              tags={SENSOR_NAME_TAG: sensor_name}),
+        limit=1,
+    )
+    return [record.dagster_run.run_id for record in runs]
+
+
+def build_cdc_job(tables: list[SourceTable], partitions_def: dg.TimeWindowPartitionsDefinition,
+                  name: str):
+    """The job the CDC sensor's runs belong to: the change logs and everything built from them.
+
+    The sensor's run requests select the change logs *and everything downstream* of them
+    (Dagster refuses, with DagsterInvalidSubsetError, any requested asset outside the target:
+    a plain list of the change-log keys broke every tick as soon as a feature view was built
+    on a change log), each request a subset of this job.
+
+    The executor is in-process: a CDC run is a few small steps in three waves (change logs,
+    views, online tables), and the default multiprocess executor started a Python process per
+    step (~6-10 s each on a loaded 2-core machine, more than the steps' own work). In one
+    process the steps run one at a time, in dependency order and by ``dagster/priority``.
+    Step failures and retries are recorded exactly as with the other executors.
+    """
+    return dg.define_asset_job(
+        name,
+        selection=dg.AssetSelection.assets(*[change_log_key(t) for t in tables]).downstream().materializable(),
+        partitions_def=partitions_def,
+        executor_def=dg.in_process_executor,
+        description="The CDC sensor's runs: the change-log partitions a landed batch touches, and everything "
+                    "downstream of them, in one process.",
+    )
+
+
 def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPartitionsDefinition,
                      name: str = "cdc_landing_sensor", max_files_per_tick: int = 2000,
-                     time_budget_seconds: float = 40.0, minimum_interval_seconds: int = 30,
+                     time_budget_seconds: float = 40.0,
+                     minimum_interval_seconds: int = DEFAULT_MINIMUM_INTERVAL_SECONDS,
                      views: list[FeatureView] = (), keys_per_listing: int = 5000,
-                     max_active_folders: int = 200, folder_idle_seconds: float = 86_400.0) -> dg.SensorDefinition:
+                     max_active_folders: int = 200, folder_idle_seconds: float = 86_400.0,
+                     sweep_interval_seconds: float = DEFAULT_SWEEP_INTERVAL_SECONDS) -> dg.SensorDefinition:
     by_topic = {table.topic: table for table in tables}
     by_name = {table.name: table for table in tables}
     views_by_table: dict[str, list[FeatureView]] = {}
@@ -163,15 +247,13 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
                                       for h in horizons)
         return unknown
 
+    job = build_cdc_job(tables, partitions_def, f"{name}_job")
+
     @dg.sensor(
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        # The run requests select the change logs *and everything downstream* of them, and
-        # Dagster refuses (DagsterInvalidSubsetError) any requested asset outside the sensor's
-        # own selection: a plain list of the change-log keys broke every tick as soon as a
-        # feature view was built on a change log.
-        asset_selection=dg.AssetSelection.assets(*[change_log_key(t) for t in tables]).downstream(),
+        job=job,
         description=(
             "Watches the landing zone for new Debezium batches and requests the change-log "
             "partitions (and everything downstream) that their commits touch, old hours included."
@@ -180,6 +262,12 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
     def cdc_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource,
                    offline: OfflineStoreResource):
         began = time.monotonic()
+        queued = _queued_runs(context, name)
+        if queued:
+            # Back-pressure: with a tick every 5 s and runs one at a time, a steady stream of
+            # batches would otherwise queue runs faster than they finish. The files wait here
+            # and go, together, into the next run once the queued one has started.
+            return dg.SkipReason(f"run {queued[0]} of this sensor is still queued; new files wait for the next tick")
         landing_store, offline_store = landing.store(), offline.store()
         announcements = AnnouncementLog(offline_store)
         cursor = json.loads(context.cursor) if context.cursor else {}
@@ -187,10 +275,15 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
             # The previous tick's runs were submitted (or its cursor would not exist): record it.
             announcements.promote(cursor["pending_tick"])
         state = ScanState.from_json(cursor.get("listing"))
+        last_sweep = cursor.get("last_sweep") or 0.0
+        sweep = time.time() - last_sweep >= sweep_interval_seconds
         try:
-            scan = scan_landing_zone(landing_store, by_topic, state, keys_per_listing, time_budget_seconds / 4)
+            scan = scan_landing_zone(landing_store, by_topic, state, keys_per_listing, time_budget_seconds / 4,
+                                     sweep=sweep)
         except OSError as error:
             return dg.SkipReason(f"landing zone {landing.uri} is unreadable ({error}); will retry")
+        if scan.swept:
+            last_sweep = time.time()
         files, unrecognised = scan.files, scan.unrecognised
         announced = announcements.announced()
         new_files = sorted((f for f in files if file_id(f.path) not in announced),
@@ -203,7 +296,7 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
 
         if not new_files:
             context.update_cursor(json.dumps({"pending_tick": None, "last_tick": cursor.get("last_tick"),
-                                              "listing": listing_after(set())}))
+                                              "listing": listing_after(set()), "last_sweep": last_sweep}))
             note = f" ({len(unrecognised)} unrecognised file(s) ignored)" if unrecognised else ""
             return dg.SkipReason(f"no new landing files among {len(files)} listed{note}")
 
@@ -230,7 +323,7 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
         announcements.write_pending(batch_key, taken)
         taken_paths = {f.path for f in new_files[:len(taken)]}
         context.update_cursor(json.dumps({"pending_tick": batch_key, "last_tick": batch_key,
-                                          "listing": listing_after(taken_paths)}))
+                                          "listing": listing_after(taken_paths), "last_sweep": last_sweep}))
         # Each topic that received files moves its data version: the source asset's observation.
         observations = []
         for table_name in sorted(hours_by_table):

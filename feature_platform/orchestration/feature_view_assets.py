@@ -27,6 +27,15 @@ from feature_platform.orchestration.resources import OfflineStoreResource
 FEATURES_GROUP = "features"
 AS_OF_TAG = "feature_platform/as_of"
 
+# Step priority of a view's history (Dagster's ``dagster/priority`` op tag; the default is 0).
+# Below the default, so that in a run over several views the online table of a view whose
+# history is written (priority 0) goes before the next view's history: with one step at a time
+# (the CDC runs' in-process executor) or few (the multiprocess executor's max_concurrent), a
+# view's values reach Redis without waiting for unrelated views. The change logs (also 0) come
+# before every history anyway, as its inputs.
+FEATURES_STEP_PRIORITY = -1
+PRIORITY_TAG = "dagster/priority"
+
 
 def feature_view_key(view: FeatureView) -> dg.AssetKey:
     return dg.AssetKey(["features", view.name])
@@ -160,6 +169,7 @@ def build_feature_view_asset(view: FeatureView, partitions_def: dg.TimeWindowPar
         metadata={"dagster/column_schema": column_schema(view), "dagster/column_lineage": column_lineage(view),
                   "ttl": _duration_tag(view.ttl), **(extra_metadata or {})},
         required_resource_keys=required_resources,
+        op_tags={PRIORITY_TAG: str(FEATURES_STEP_PRIORITY)},
         freshness_policy=HOURLY_FRESHNESS,
         check_specs=feature_checks.check_specs(view, key, partitions_def),
     )
