@@ -149,17 +149,16 @@ class FeatureStore:
             stale = synced is None or request_time - synced > view.ttl
             if stale:
                 stale_views.append(view.name)
-            values: dict[str, list] = {name: [] for name in needed}
-            for key in keys:
-                raw = rows[key]
-                present = raw[len(needed)] is not None and raw[len(needed) + 1] is None
-                for position, name in enumerate(needed):
-                    if stale:
-                        values[name].append(None)
-                    elif present:
-                        values[name].append(decode_value(raw[position], types[name], decimals))
-                    else:  # never written, or deleted: the empty value of an aggregation view
-                        values[name].append(_empty_value(empty.get(name), types[name], decimals))
+            values: dict[str, list] = {}
+            for position, name in enumerate(needed):
+                dtype = types[name]
+                if stale:
+                    values[name] = [None] * len(keys)
+                    continue
+                # Never written, or deleted: the empty value of an aggregation view (null otherwise).
+                absent = _empty_value(empty.get(name), dtype, decimals)
+                values[name] = [absent if row is None or row.values is None
+                                else decode_value(row.values[position], dtype, decimals) for row in rows]
             view_columns = {name: _typed_array(values[name], types[name], decimals) for name in needed}
             if on_demand:
                 frame = pd.DataFrame(view_columns, index=index)
