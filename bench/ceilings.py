@@ -1,7 +1,8 @@
 """The raw ceilings, hand-written with the same libraries our platform uses underneath.
 
     ceilings.py asof MANIFEST OUT.parquet           DuckDB's own ASOF JOIN over the same files (ttl applied)
-    ceilings.py redis-read MANIFEST ITERATIONS      redis-py GET (1 key) and MGET (100 keys) of our own keys
+    ceilings.py redis-read MANIFEST ITERATIONS      redis-py GET (1 key) / MGET (100 keys) of our own keys, and
+                                                    HGETALL / pipelined HGETALLs of the same rows as hashes
     ceilings.py cdc-sql CHANGE_LOG OUT.parquet      workload B's feature history in one DuckDB SQL query
     ceilings.py redis-benchmark MANIFEST            redis-benchmark: SET of a value the size of ours, and HSET of 11
                                                     fields per key (the hash layout's write), pipelined
@@ -47,29 +48,66 @@ def asof(manifest: dict, out: str) -> dict:
     return {"seconds": seconds, "rows": frame.num_rows, "peak_rss_mb": rss.mb}
 
 
+def hash_copies(client, manifest: dict) -> str:
+    """The same rows as hashes of 11 fields (``_valid_from`` and f0..f9) under another prefix,
+    written once: what a raw client reads with HGETALL in a hash-per-entity layout (Feast's,
+    and ours before the packed row)."""
+    prefix = f"benchhash:{manifest['view']}:{manifest['size']['customers']}:"
+    marker = f"{prefix}_complete"
+    if client.exists(marker):
+        return prefix
+    ours = f"fp:{manifest['project']}:{manifest['view']}:"
+    ids = list(range(1, manifest["size"]["customers"] + 1))
+    for i in range(0, len(ids), 5000):
+        chunk = ids[i:i + 5000]
+        pipeline = client.pipeline(transaction=False)
+        for entity, row in zip(chunk, client.mget([f"{ours}{e}" for e in chunk])):
+            fields = row.split(b"\x1f")  # valid_from, layout, null mask, f0..f9 (none null here)
+            pipeline.hset(f"{prefix}{entity}", mapping={"_valid_from": fields[0],
+                                                        **{f"f{j}": value for j, value in enumerate(fields[3:])}})
+        pipeline.execute()
+    client.set(marker, "1")
+    return prefix
+
+
 def redis_read(manifest: dict, iterations: int) -> dict:
+    """Raw redis-py, two ways, on the same entities: GET / MGET of our own keys (the fewest
+    commands that fetch them, without the view's meta or any decoding), and HGETALL / a
+    pipeline of HGETALLs of the same rows kept as hashes (the issue's named ceiling)."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
     prefix = f"fp:{manifest['project']}:{manifest['view']}:"
+    hashes = hash_copies(client, manifest)
     customers = manifest["size"]["customers"]
     rng = np.random.default_rng(1)
     result = {}
+
+    def hgetall(keys):
+        if len(keys) == 1:
+            return [client.hgetall(keys[0])]
+        pipeline = client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.hgetall(key)
+        return pipeline.execute()
+
     for batch in (1, 100):
-        latencies = []
+        latencies: dict[str, list] = {"get": [], "hgetall": []}
         for i in range(iterations + 20):
-            keys = [f"{prefix}{k}" for k in rng.integers(1, customers + 1, size=batch)]
-            began = time.perf_counter()
-            # The fewest commands that fetch these keys' values with redis-py: what our read
-            # sends for them, without the view's meta or any decoding.
-            answer = [client.get(keys[0])] if batch == 1 else client.mget(keys)
-            elapsed = time.perf_counter() - began
-            if i >= 20:
-                latencies.append(elapsed)
-        assert answer[0], "no values in Redis: was the sync run?"
-        result[f"ms_{batch}"] = [round(x * 1000, 4) for x in latencies]  # for pooling across rounds
-        result[f"p50_ms_{batch}"] = float(np.percentile(latencies, 50) * 1000)
-        result[f"p99_ms_{batch}"] = float(np.percentile(latencies, 99) * 1000)
+            entities = rng.integers(1, customers + 1, size=batch)
+            for name, read, keys in (("get", lambda k: [client.get(k[0])] if len(k) == 1 else client.mget(k),
+                                      [f"{prefix}{e}" for e in entities]),
+                                     ("hgetall", hgetall, [f"{hashes}{e}" for e in entities])):
+                began = time.perf_counter()
+                answer = read(keys)
+                elapsed = time.perf_counter() - began
+                assert answer[0], f"no values in Redis under {keys[0]}: was the sync run?"
+                if i >= 20:
+                    latencies[name].append(elapsed)
+        for name, suffix in (("get", ""), ("hgetall", "_hgetall")):
+            result[f"ms_{batch}{suffix}"] = [round(x * 1000, 4) for x in latencies[name]]  # pooled across rounds
+            result[f"p50_ms_{batch}{suffix}"] = float(np.percentile(latencies[name], 50) * 1000)
+            result[f"p99_ms_{batch}{suffix}"] = float(np.percentile(latencies[name], 99) * 1000)
     return result
 
 

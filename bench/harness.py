@@ -170,7 +170,7 @@ def online_read(size: str, table: Table, results: dict, iterations: int) -> None
     # falls on all three alike instead of on whichever side ran during it.
     rounds = 4
     per_round = max(iterations // rounds, 10)
-    pooled: dict[str, dict] = {"ours": {}, "raw": {}, "feast": {}}
+    pooled: dict[str, dict] = {"ours": {}, "raw": {}, "raw_hgetall": {}, "feast": {}}
     for _ in range(rounds):
         for name, run in (("ours", lambda: side(BENCH / "ours.py", "read", path, per_round)),
                           ("raw", lambda: side(BENCH / "ceilings.py", "redis-read", path, per_round)),
@@ -179,16 +179,24 @@ def online_read(size: str, table: Table, results: dict, iterations: int) -> None
             found = run()
             for batch in (1, 100):
                 pooled[name].setdefault(batch, []).extend(found[f"ms_{batch}"])
-    ours, raw, feast = ({f"p{q}_ms_{batch}": float(np.percentile(pooled[name][batch], q))
-                         for batch in (1, 100) for q in (50, 99)} for name in ("ours", "raw", "feast"))
-    results["online_read"] = {"ours": ours, "raw_redis_py": raw, "feast": feast, "iterations": iterations}
+                if name == "raw":
+                    pooled["raw_hgetall"].setdefault(batch, []).extend(found[f"ms_{batch}_hgetall"])
+    ours, raw, hgetall, feast = ({f"p{q}_ms_{batch}": float(np.percentile(pooled[name][batch], q))
+                                  for batch in (1, 100) for q in (50, 99)}
+                                 for name in ("ours", "raw", "raw_hgetall", "feast"))
+    results["online_read"] = {"ours": ours, "raw_redis_py_get": raw, "raw_redis_py_hgetall": hgetall,
+                              "feast": feast, "iterations": iterations}
     for batch in (1, 100):
-        o, r, f = ours[f"p99_ms_{batch}"], raw[f"p99_ms_{batch}"], feast[f"p99_ms_{batch}"]
-        target, met = ("p99 ≤ 2× raw", o <= 2 * r) if batch == 1 else ("p99 ≤ 2 ms", o <= 2.0)
+        o, r, h, f = (side_[f"p99_ms_{batch}"] for side_ in (ours, raw, hgetall, feast))
+        # The issue's ceiling is raw HGETALL (rows as hashes); GET/MGET of our own packed keys
+        # is the stricter one, shown beside it.
+        target, met = ("p99 ≤ 2× raw HGETALL", o <= 2 * h) if batch == 1 else ("p99 ≤ 2 ms", o <= 2.0)
+        get = "GET" if batch == 1 else "MGET"
         table.add(f"online read {batch} entit{'y' if batch == 1 else 'ies'}, p50 / p99 ms",
                   f"{ours[f'p50_ms_{batch}']:.2f} / {o:.2f}",
-                  f"raw redis-py {'GET' if batch == 1 else 'MGET'} {raw[f'p50_ms_{batch}']:.2f} / {r:.2f}; Feast {feast[f'p50_ms_{batch}']:.2f} / {f:.2f}",
-                  f"p99: {o / r:.1f}× raw, {o / f:.2f}× Feast", target, met)
+                  f"raw redis-py HGETALL {hgetall[f'p50_ms_{batch}']:.2f} / {h:.2f}; raw {get} "
+                  f"{raw[f'p50_ms_{batch}']:.2f} / {r:.2f}; Feast {feast[f'p50_ms_{batch}']:.2f} / {f:.2f}",
+                  f"p99: {o / h:.1f}× raw HGETALL, {o / r:.1f}× raw {get}, {o / f:.2f}× Feast", target, met)
 
 
 # -- workload B -----------------------------------------------------------------------------------------

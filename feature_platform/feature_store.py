@@ -21,7 +21,7 @@ from feature_platform.config import Settings
 from feature_platform.feature_view import FeatureView
 from feature_platform.historical import check_requested, lookup_view, normalize_entity_df
 from feature_platform.offline_store import OfflineFeatureStore
-from feature_platform.online_store import RedisOnlineStore, decode_value
+from feature_platform.online_store import RedisOnlineStore, value_decoder
 from feature_platform.redis_client import connect
 from feature_platform.registry import Registry, UnknownFeatureError
 from feature_platform.storage import Store
@@ -157,8 +157,9 @@ class FeatureStore:
                     continue
                 # Never written, or deleted: the empty value of an aggregation view (null otherwise).
                 absent = _empty_value(empty.get(name), dtype, decimals)
+                decode = value_decoder(dtype, decimals)
                 values[name] = [absent if row is None or row.values is None
-                                else decode_value(row.values[position], dtype, decimals) for row in rows]
+                                else None if (raw := row.values[position]) is None else decode(raw) for row in rows]
             view_columns = {name: _typed_array(values[name], types[name], decimals) for name in needed}
             if on_demand:
                 frame = pd.DataFrame(view_columns, index=index)

@@ -33,7 +33,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -139,21 +139,24 @@ def encode_arrow(array: pa.ChunkedArray | pa.Array, dtype: DType) -> pa.ChunkedA
     return text
 
 
-def decode_value(raw: bytes | None, dtype: DType, decimals: str = "float"):
-    """One stored value back to Python (``raw`` as it sits in a packed row)."""
-    if raw is None:
-        return None
+def value_decoder(dtype: DType, decimals: str = "float") -> Callable[[bytes], object]:
+    """How one stored value (not null) of this type comes back to Python: chosen once per
+    column, so reading 100 entities × 10 features does no per-value type dispatch."""
     kind = dtype.kind
-    if kind == "float":
-        return float(raw)
+    if kind == "float" or (kind == "decimal" and decimals == "float"):
+        return float
     if kind == "int":
-        return int(raw)
+        return int
     if kind == "decimal":
-        return float(raw) if decimals == "float" else decimal.Decimal(raw.decode())
+        return lambda raw: decimal.Decimal(raw.decode())
     if kind == "bool":
-        return raw == b"1"
+        return lambda raw: raw == b"1"
     if kind == "timestamp":
-        return from_micros(int(raw))
+        return lambda raw: from_micros(int(raw))
+    return _decode_text
+
+
+def _decode_text(raw: bytes) -> str:
     text = raw.decode()
     if ESCAPE in text:  # one pass each, in this order, undoes encode_arrow's escaping exactly
         text = text.replace(ESCAPE + "1", "\x1f").replace(ESCAPE + "0", ESCAPE)
@@ -343,7 +346,7 @@ class RedisOnlineStore:
         fields = {"_valid_from": str(row.valid_from)}
         for name, dtype, value in zip(layout.names, layout.dtypes, row.values):
             if value is not None:
-                fields[name] = decode_value(value, DType("string")) if dtype.kind == "string" else value.decode()
+                fields[name] = _decode_text(value) if dtype.kind == "string" else value.decode()
         return fields
 
     def entity_keys(self, view: FeatureView | str) -> Iterator[str]:

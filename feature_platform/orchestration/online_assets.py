@@ -63,7 +63,7 @@ def latest_rows(paths: list[str], join_key: str):
     reader = connection.sql(f"""
         WITH latest AS (SELECT "{join_key}", max(valid_from) AS valid_from FROM {source} GROUP BY "{join_key}")
         SELECT history.* FROM {source} AS history JOIN latest USING ("{join_key}", valid_from)
-    """).fetch_record_batch(BATCH_ROWS)
+    """).to_arrow_reader(BATCH_ROWS)
     try:
         yield from reader
     finally:
