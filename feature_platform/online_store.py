@@ -212,6 +212,9 @@ class RedisOnlineStore:
         self._advance = client.register_script(_ADVANCE_SYNCED_THROUGH)
         self.is_cluster = isinstance(client, RedisCluster)
         self._layouts: dict[tuple[str, bytes], str] = {}  # (view, layout id) -> its description
+        # Per (view object, requested features): the view's own layout id and where each
+        # feature sits in it. Reads are hot; working these out costs more than Redis's reply.
+        self._read_plans: dict[tuple[int, tuple[str, ...]], tuple] = {}
 
     def key(self, view: FeatureView | str, entity_key) -> str:
         name = view if isinstance(view, str) else view.name
@@ -298,11 +301,17 @@ class RedisOnlineStore:
             answers.append(ReadAnswer(self._unpack(view, raws, features), synced))
         return answers
 
+    def _read_plan(self, view: FeatureView, features: list[str]) -> tuple[bytes, list[int], dict[str, DType]]:
+        key = (id(view), tuple(features))
+        plan = self._read_plans.get(key)
+        if plan is None or plan[0] is not view:  # (an id can be reused once a view is gone)
+            layout = ValueLayout.of(view)
+            wanted = {name: dtype for name, dtype in zip(layout.names, layout.dtypes) if name in features}
+            plan = self._read_plans[key] = (view, layout.id.encode(), [layout.names.index(n) for n in features], wanted)
+        return plan[1:]
+
     def _unpack(self, view: FeatureView, raws: list[bytes | None], features: list[str]) -> list[StoredRow | None]:
-        layout = ValueLayout.of(view)
-        own_id = layout.id.encode()
-        wanted = {name: dtype for name, dtype in zip(layout.names, layout.dtypes) if name in features}
-        own_positions = [layout.names.index(name) for name in features]
+        own_id, own_positions, wanted = self._read_plan(view, features)
         rows: list[StoredRow | None] = []
         for raw in raws:
             if raw is None:
