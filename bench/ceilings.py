@@ -1,9 +1,11 @@
 """The raw ceilings, hand-written with the same libraries our platform uses underneath.
 
     ceilings.py asof MANIFEST OUT.parquet           DuckDB's own ASOF JOIN over the same files (ttl applied)
-    ceilings.py redis-read MANIFEST ITERATIONS      redis-py HGETALL (1 key) and a pipeline of 100 HGETALLs
+    ceilings.py redis-read MANIFEST ITERATIONS      redis-py GET (1 key) / MGET (100 keys) of our own keys, and
+                                                    HGETALL / pipelined HGETALLs of the same rows as hashes
     ceilings.py cdc-sql CHANGE_LOG OUT.parquet      workload B's feature history in one DuckDB SQL query
-    ceilings.py redis-benchmark ENTITIES            redis-benchmark's HSET of 11 fields per key (server ceiling)
+    ceilings.py redis-benchmark MANIFEST            redis-benchmark: SET of a value the size of ours, and HSET of 11
+                                                    fields per key (the hash layout's write), pipelined
 
 Each prints one JSON object on its last line.
 """
@@ -46,52 +48,95 @@ def asof(manifest: dict, out: str) -> dict:
     return {"seconds": seconds, "rows": frame.num_rows, "peak_rss_mb": rss.mb}
 
 
+def hash_copies(client, manifest: dict) -> str:
+    """The same rows as hashes of 11 fields (``_valid_from`` and f0..f9) under another prefix,
+    written once: what a raw client reads with HGETALL in a hash-per-entity layout (Feast's,
+    and ours before the packed row)."""
+    prefix = f"benchhash:{manifest['view']}:{manifest['size']['customers']}:"
+    marker = f"{prefix}_complete"
+    if client.exists(marker):
+        return prefix
+    ours = f"fp:{manifest['project']}:{manifest['view']}:"
+    ids = list(range(1, manifest["size"]["customers"] + 1))
+    for i in range(0, len(ids), 5000):
+        chunk = ids[i:i + 5000]
+        pipeline = client.pipeline(transaction=False)
+        for entity, row in zip(chunk, client.mget([f"{ours}{e}" for e in chunk])):
+            fields = row.split(b"\x1f")  # valid_from, layout, null mask, f0..f9 (none null here)
+            pipeline.hset(f"{prefix}{entity}", mapping={"_valid_from": fields[0],
+                                                        **{f"f{j}": value for j, value in enumerate(fields[3:])}})
+        pipeline.execute()
+    client.set(marker, "1")
+    return prefix
+
+
 def redis_read(manifest: dict, iterations: int) -> dict:
+    """Raw redis-py, two ways, on the same entities: GET / MGET of our own keys (the fewest
+    commands that fetch them, without the view's meta or any decoding), and HGETALL / a
+    pipeline of HGETALLs of the same rows kept as hashes (the issue's named ceiling)."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
     prefix = f"fp:{manifest['project']}:{manifest['view']}:"
+    hashes = hash_copies(client, manifest)
     customers = manifest["size"]["customers"]
     rng = np.random.default_rng(1)
     result = {}
+
+    def hgetall(keys):
+        if len(keys) == 1:
+            return [client.hgetall(keys[0])]
+        pipeline = client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.hgetall(key)
+        return pipeline.execute()
+
     for batch in (1, 100):
-        latencies = []
+        latencies: dict[str, list] = {"get": [], "hgetall": []}
         for i in range(iterations + 20):
-            keys = [f"{prefix}{k}" for k in rng.integers(1, customers + 1, size=batch)]
-            began = time.perf_counter()
-            if batch == 1:
-                answer = [client.hgetall(keys[0])]
-            else:
-                pipeline = client.pipeline(transaction=False)
-                for key in keys:
-                    pipeline.hgetall(key)
-                answer = pipeline.execute()
-            elapsed = time.perf_counter() - began
-            if i >= 20:
-                latencies.append(elapsed)
-        assert answer[0], "no values in Redis: was the sync run?"
-        result[f"ms_{batch}"] = [round(x * 1000, 4) for x in latencies]  # for pooling across rounds
-        result[f"p50_ms_{batch}"] = float(np.percentile(latencies, 50) * 1000)
-        result[f"p99_ms_{batch}"] = float(np.percentile(latencies, 99) * 1000)
+            entities = rng.integers(1, customers + 1, size=batch)
+            for name, read, keys in (("get", lambda k: [client.get(k[0])] if len(k) == 1 else client.mget(k),
+                                      [f"{prefix}{e}" for e in entities]),
+                                     ("hgetall", hgetall, [f"{hashes}{e}" for e in entities])):
+                began = time.perf_counter()
+                answer = read(keys)
+                elapsed = time.perf_counter() - began
+                assert answer[0], f"no values in Redis under {keys[0]}: was the sync run?"
+                if i >= 20:
+                    latencies[name].append(elapsed)
+        for name, suffix in (("get", ""), ("hgetall", "_hgetall")):
+            result[f"ms_{batch}{suffix}"] = [round(x * 1000, 4) for x in latencies[name]]  # pooled across rounds
+            result[f"p50_ms_{batch}{suffix}"] = float(np.percentile(latencies[name], 50) * 1000)
+            result[f"p99_ms_{batch}{suffix}"] = float(np.percentile(latencies[name], 99) * 1000)
     return result
 
 
-def redis_benchmark(entities: int) -> dict:
-    """The server's own HSET throughput, pipelined 64 deep, into keys the run then deletes."""
+def redis_benchmark(manifest: dict) -> dict:
+    """The server's own write throughput, pipelined 64 deep, into keys the run then deletes:
+    SET of a value as long as one of our packed rows (the same command shape as our write,
+    without the compare), and HSET of 11 fields (what a row costs in a hash-per-entity layout)."""
     import redis
 
-    url = redis.connection.parse_url(REDIS_URL)
-    fields = " ".join(f"f{i} 100.123456" for i in range(10)) + " _valid_from 1772323200000000"
-    command = ["redis-benchmark", "-h", url.get("host", "127.0.0.1"), "-p", str(url.get("port", 6379)),
-               "--dbnum", str(url.get("db", 0)), "-n", str(entities), "-r", str(entities), "-P", "64", "-q",
-               "--csv", *f"HSET benchceil:__rand_int__ {fields}".split()]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rate = float(re.findall(r'"([0-9.]+)"', output.strip().splitlines()[-1])[0])
     client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match="benchceil:*", count=5000))
-    for i in range(0, len(keys), 5000):
-        client.delete(*keys[i:i + 5000])
-    return {"entities_per_s": rate, "command": " ".join(command[:12]) + " HSET key <11 fields>"}
+    entities = manifest["size"]["customers"]
+    # One of our rows, as the online-sync benchmark just wrote it (separators shown as '|').
+    sample = client.get(f"fp:{manifest['project']}:{manifest['view']}:1")
+    assert sample, "no row of ours in Redis: run the online sync first"
+    value = sample.decode().replace("\x1f", "|")
+    url = redis.connection.parse_url(REDIS_URL)
+    base = ["redis-benchmark", "-h", url.get("host", "127.0.0.1"), "-p", str(url.get("port", 6379)),
+            "--dbnum", str(url.get("db", 0)), "-n", str(entities), "-r", str(entities), "-P", "64", "-q", "--csv"]
+    fields = " ".join(f"f{i} 100.123456" for i in range(10)) + " _valid_from 1772323200000000"
+    rates = {}
+    for name, command in (("set", ["SET", "benchceil:__rand_int__", value]),
+                          ("hset", f"HSET benchceil:__rand_int__ {fields}".split())):
+        output = subprocess.run(base + command, capture_output=True, text=True, check=True).stdout
+        rates[name] = float(re.findall(r'"([0-9.]+)"', output.strip().splitlines()[-1])[0])
+        keys = list(client.scan_iter(match="benchceil:*", count=5000))
+        for i in range(0, len(keys), 5000):
+            client.delete(*keys[i:i + 5000])
+    return {"entities_per_s": rates["set"], "hset_entities_per_s": rates["hset"], "value_bytes": len(value),
+            "command": " ".join(base[:12]) + f" SET key <{len(value)} bytes> | HSET key <11 fields>"}
 
 
 # Workload B in SQL: the same row versions, window memberships and signed sweep as the
@@ -175,7 +220,7 @@ if __name__ == "__main__":
     elif command == "cdc-sql":
         outcome = cdc_sql(sys.argv[2], sys.argv[3])
     elif command == "redis-benchmark":
-        outcome = redis_benchmark(int(sys.argv[2]))
+        outcome = redis_benchmark(json.loads(Path(sys.argv[2]).read_text()))
     else:
         raise SystemExit(f"unknown command {command!r}")
     print(json.dumps(outcome))

@@ -30,6 +30,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import workloads  # noqa: E402
+from feature_platform.online_store import VALUE_FORMAT  # noqa: E402
 from ours import REDIS_URL  # noqa: E402
 
 PYTHON = sys.executable
@@ -136,7 +137,8 @@ def ensure_online(size: str, results: dict) -> None:
     manifest = workloads.build_workload_a(workloads.SIZES_A[size])
     client = redis.Redis.from_url(REDIS_URL)
     marker = f"benchmark:{manifest['size']['customers']}:feast_materialized"
-    if not client.exists(f"fp:{manifest['project']}:{manifest['view']}:_meta"):
+    meta = client.hmget(f"fp:{manifest['project']}:{manifest['view']}:_meta", ["synced_through", "value_format"])
+    if meta[0] is None or meta[1] != VALUE_FORMAT.encode():  # never synced, or in an older format
         side(BENCH / "ours.py", "sync", path)
     if not client.exists(marker):
         side(BENCH / "peers" / "feast_side.py", "materialize", path, python=FEAST_PYTHON)
@@ -152,13 +154,14 @@ def online_sync(size: str, table: Table, results: dict, repeat: int) -> None:
     ours = max((side(BENCH / "ours.py", "sync", path) for _ in range(repeat)), key=lambda r: r["entities_per_s"])
     feast = side(BENCH / "peers" / "feast_side.py", "materialize", path, python=FEAST_PYTHON)
     redis.Redis.from_url(REDIS_URL).set(f"benchmark:{entities}:feast_materialized", "1")
-    ceiling = side(BENCH / "ceilings.py", "redis-benchmark", entities)
+    ceiling = side(BENCH / "ceilings.py", "redis-benchmark", path)
     results["online_sync"] = {"ours": ours, "feast": feast, "redis_benchmark": ceiling}
     rate = ours["entities_per_s"]
     table.add(f"online sync {entities:,} entities × 10 features (entities/s)", f"{rate:,.0f}",
               f"Feast materialize {feast['entities_per_s']:,.0f}", f"{rate / feast['entities_per_s']:.1f}× Feast",
               "≥ 150,000/s and ≥ 15× Feast", rate >= 150_000 and rate >= 15 * feast["entities_per_s"])
-    table.add("online sync vs redis-benchmark HSET ceiling", f"{rate:,.0f}",
+    table.add(f"online sync vs redis-benchmark SET ceiling ({ceiling['value_bytes']}-byte rows; HSET of 11 fields: "
+              f"{ceiling['hset_entities_per_s']:,.0f}/s)", f"{rate:,.0f}",
               f"{ceiling['entities_per_s']:,.0f}", f"{rate / ceiling['entities_per_s']:.2f}× ceiling", "", None)
 
 
@@ -169,7 +172,7 @@ def online_read(size: str, table: Table, results: dict, iterations: int) -> None
     # falls on all three alike instead of on whichever side ran during it.
     rounds = 4
     per_round = max(iterations // rounds, 10)
-    pooled: dict[str, dict] = {"ours": {}, "raw": {}, "feast": {}}
+    pooled: dict[str, dict] = {"ours": {}, "raw": {}, "raw_hgetall": {}, "feast": {}}
     for _ in range(rounds):
         for name, run in (("ours", lambda: side(BENCH / "ours.py", "read", path, per_round)),
                           ("raw", lambda: side(BENCH / "ceilings.py", "redis-read", path, per_round)),
@@ -178,16 +181,24 @@ def online_read(size: str, table: Table, results: dict, iterations: int) -> None
             found = run()
             for batch in (1, 100):
                 pooled[name].setdefault(batch, []).extend(found[f"ms_{batch}"])
-    ours, raw, feast = ({f"p{q}_ms_{batch}": float(np.percentile(pooled[name][batch], q))
-                         for batch in (1, 100) for q in (50, 99)} for name in ("ours", "raw", "feast"))
-    results["online_read"] = {"ours": ours, "raw_redis_py": raw, "feast": feast, "iterations": iterations}
+                if name == "raw":
+                    pooled["raw_hgetall"].setdefault(batch, []).extend(found[f"ms_{batch}_hgetall"])
+    ours, raw, hgetall, feast = ({f"p{q}_ms_{batch}": float(np.percentile(pooled[name][batch], q))
+                                  for batch in (1, 100) for q in (50, 99)}
+                                 for name in ("ours", "raw", "raw_hgetall", "feast"))
+    results["online_read"] = {"ours": ours, "raw_redis_py_get": raw, "raw_redis_py_hgetall": hgetall,
+                              "feast": feast, "iterations": iterations}
     for batch in (1, 100):
-        o, r, f = ours[f"p99_ms_{batch}"], raw[f"p99_ms_{batch}"], feast[f"p99_ms_{batch}"]
-        target, met = ("p99 ≤ 2× raw", o <= 2 * r) if batch == 1 else ("p99 ≤ 2 ms", o <= 2.0)
+        o, r, h, f = (side_[f"p99_ms_{batch}"] for side_ in (ours, raw, hgetall, feast))
+        # The issue's ceiling is raw HGETALL (rows as hashes); GET/MGET of our own packed keys
+        # is the stricter one, shown beside it.
+        target, met = ("p99 ≤ 2× raw HGETALL", o <= 2 * h) if batch == 1 else ("p99 ≤ 2 ms", o <= 2.0)
+        get = "GET" if batch == 1 else "MGET"
         table.add(f"online read {batch} entit{'y' if batch == 1 else 'ies'}, p50 / p99 ms",
                   f"{ours[f'p50_ms_{batch}']:.2f} / {o:.2f}",
-                  f"raw redis-py {raw[f'p50_ms_{batch}']:.2f} / {r:.2f}; Feast {feast[f'p50_ms_{batch}']:.2f} / {f:.2f}",
-                  f"p99: {o / r:.1f}× raw, {o / f:.2f}× Feast", target, met)
+                  f"raw redis-py HGETALL {hgetall[f'p50_ms_{batch}']:.2f} / {h:.2f}; raw {get} "
+                  f"{raw[f'p50_ms_{batch}']:.2f} / {r:.2f}; Feast {feast[f'p50_ms_{batch}']:.2f} / {f:.2f}",
+                  f"p99: {o / h:.1f}× raw HGETALL, {o / r:.1f}× raw {get}, {o / f:.2f}× Feast", target, met)
 
 
 # -- workload B -----------------------------------------------------------------------------------------
@@ -210,7 +221,10 @@ def compare_histories(ours: Path, other: Path) -> int:
 
 def cdc(size: str, table: Table, results: dict, repeat: int) -> None:
     events = workloads.SIZES_B[size]
-    log = workloads.build_workload_b(events)
+    # Debezium batch files through the platform's own decoder and change-log build (the numpy
+    # generator, faster to write at 16×, serves the scale figure).
+    log = workloads.build_workload_b_debezium(events)
+    ingest = json.loads((log.parent / "ingest.json").read_text())
     out = log.parent
     pandas_run, sql_run = best_of_interleaved(
         repeat, lambda: side(BENCH / "ours.py", "cdc", "pandas", log, out / "pandas.parquet"),
@@ -218,8 +232,12 @@ def cdc(size: str, table: Table, results: dict, repeat: int) -> None:
     spark_run = side(BENCH / "ours.py", "cdc", "spark", log, out / "spark.parquet")
     differ_sql = compare_histories(out / "pandas.parquet", out / "sql.parquet")
     differ_spark = compare_histories(out / "pandas.parquet", out / "spark.parquet")
-    results["cdc"] = {"events": events, "pandas": pandas_run, "duckdb_sql": sql_run, "spark": spark_run,
-                      "rows_differing_sql": differ_sql, "rows_differing_spark": differ_spark}
+    results["cdc"] = {"events": events, "ingest": ingest, "pandas": pandas_run, "duckdb_sql": sql_run,
+                      "spark": spark_run, "rows_differing_sql": differ_sql, "rows_differing_spark": differ_spark}
+    table.add(f"workload B: {sum(ingest['orders_events_generated'].values()):,} Debezium orders events in "
+              f"{ingest['files']:,} batch files → change log (decode, stage, de-duplicate; once, when written)",
+              f"{ingest['change_log_rows']:,} changes, {ingest['duplicates_dropped']:,} redeliveries dropped",
+              f"staging {ingest['records_in'] / ingest['staging_seconds']:,.0f} records/s", "", "", None)
     p, s, k = pandas_run["seconds"], sql_run["seconds"], spark_run["seconds"]
     table.add(f"feature history from CDC, {events:,} events: pandas vs DuckDB SQL", fmt_s(p), fmt_s(s),
               f"{p / s:.2f}×", "≤ 2×", p <= 2 * s)
@@ -235,9 +253,8 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def scale(size: str, table: Table, results: dict, engines: list[str]) -> None:
+def scale(size: str, table: Table, results: dict, engines: list[str], factors: list[float]) -> None:
     full = workloads.SIZES_B[size]
-    factors = [1 / 16, 1 / 4, 1]
     figures = {}
     for engine in engines:
         runs = []
@@ -281,6 +298,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs of our side and the ceiling; the best counts")
     parser.add_argument("--iterations", type=int, default=2000, help="online reads per batch size")
     parser.add_argument("--scale-engines", default="pandas,spark,sql")
+    parser.add_argument("--scale-factors", default="1,4,16",
+                        help="workload B sizes for the scale figure, as multiples of its size (1M events at full)")
     parser.add_argument("--freshness-batches", type=int, default=5)
     arguments = parser.parse_args()
     chosen = arguments.benchmarks or list(BENCHMARKS)
@@ -305,7 +324,8 @@ def main() -> None:
         elif name == "cdc":
             cdc(arguments.size, table, results, arguments.repeat)
         elif name == "scale":
-            scale(arguments.size, table, results, arguments.scale_engines.split(","))
+            scale(arguments.size, table, results, arguments.scale_engines.split(","),
+                  [float(f) for f in arguments.scale_factors.split(",")])
         elif name == "sync-memory":
             sync_memory(arguments.size, table, results)
         elif name == "freshness":

@@ -43,6 +43,9 @@ for path in (REPO, REPO / "tests"):
 
 import psutil  # noqa: E402
 
+from assets.feature_views import customer_orders  # noqa: E402
+from feature_platform.online_store import RedisOnlineStore  # noqa: E402
+
 CUSTOMERS = list(range(1001, 1011))
 PROJECT = "soak"
 
@@ -192,7 +195,8 @@ def soak(batches: int, interval: float, orders_per_batch: int, workdir: Path, ti
                                    for e in offline.list_files(f"_cdc_sensor/{folder}", recursive=False)]
                 announced = Counter(i for ids in announced_lists for i in ids)
                 runs = instance.get_runs()
-                counts = {c: int(client.hget(f"fp:{PROJECT}:customer_orders:{c}", "order_count_30d") or 0)
+                online = RedisOnlineStore(client, PROJECT)
+                counts = {c: int(online.stored_fields(customer_orders, c).get("order_count_30d") or 0)
                           for c in CUSTOMERS}
                 return {"announced": announced, "runs": runs, "counts": counts}
 

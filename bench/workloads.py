@@ -218,6 +218,51 @@ def build_workload_b(events: int, seed: int = 8, days: int = 90) -> Path:
     return path
 
 
+def b_debezium_path(events: int, seed: int = 8) -> Path:
+    return DATA / f"b-debezium-{events}-s{seed}" / "change_log.parquet"
+
+
+def build_workload_b_debezium(events: int, seed: int = 8, days: int = 90) -> Path:
+    """Workload B through the platform's own CDC path: the demo's Debezium generator writes
+    about ``events`` orders change events over ``days`` days as S3-sink batch files (creates,
+    updates, deletes, primary-key changes, late commits, redeliveries, a connector restart,
+    tombstones), and the change log is what the ``cdc/orders`` asset's code makes of them
+    (decode, stage every file, de-duplicate, order by LSN). Written once; the landing zone and
+    staging are deleted afterwards, the counts kept in ``ingest.json`` beside the log."""
+    import shutil
+    import time
+
+    from feature_platform.cdc.change_log import ChangeLog
+    from feature_platform.demo.generator import generate_landing_zone
+
+    path = b_debezium_path(events, seed)
+    if path.exists():
+        return path
+    work = path.parent / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    # Per order per day the generator emits ~1.115 orders events (creates, then updates,
+    # deletes and snapshot rows); one customer per 20 events, as in the numpy workload.
+    generated = generate_landing_zone(work / "landing", customers=max(events // 20, 200), products=200,
+                                      weeks=days / 7, orders_per_day=events / (days * 1.115), seed=seed,
+                                      end=START + timedelta(days=days))
+    log = ChangeLog(Store(str(work / "offline")), orders)
+    began = time.perf_counter()
+    staged = log.stage_pending(Store(str(work / "landing")))
+    staging_seconds = time.perf_counter() - began
+    built = log.build(START - timedelta(days=3650), START + timedelta(days=days + 3650), is_first_partition=True)
+    if built.quarantine.num_rows:
+        raise RuntimeError(f"{built.quarantine.num_rows} generated lines were quarantined: "
+                           f"{built.quarantine.slice(0, 3).to_pylist()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(built.table, path)
+    (path.parent / "ingest.json").write_text(json.dumps({
+        "orders_events_generated": generated.events.get("orders"), "files": len(staged),
+        "records_in": built.records_in, "duplicates_dropped": built.duplicates, "change_log_rows": built.table.num_rows,
+        "staging_seconds": staging_seconds, "generation_seconds": generated.seconds}, indent=1))
+    shutil.rmtree(work)
+    return path
+
+
 def build_sync_memory_file(entities: int, seed: int = 8) -> Path:
     """A history of ``hourly_stats`` with two rows per entity (the latest must be picked)."""
     path = DATA / f"sync-{entities}-s{seed}" / "history.parquet"

@@ -21,7 +21,7 @@ from feature_platform.config import Settings
 from feature_platform.feature_view import FeatureView
 from feature_platform.historical import check_requested, lookup_view, normalize_entity_df
 from feature_platform.offline_store import OfflineFeatureStore
-from feature_platform.online_store import RedisOnlineStore, decode_value
+from feature_platform.online_store import RedisOnlineStore, value_decoder
 from feature_platform.redis_client import connect
 from feature_platform.registry import Registry, UnknownFeatureError
 from feature_platform.storage import Store
@@ -149,17 +149,17 @@ class FeatureStore:
             stale = synced is None or request_time - synced > view.ttl
             if stale:
                 stale_views.append(view.name)
-            values: dict[str, list] = {name: [] for name in needed}
-            for key in keys:
-                raw = rows[key]
-                present = raw[len(needed)] is not None and raw[len(needed) + 1] is None
-                for position, name in enumerate(needed):
-                    if stale:
-                        values[name].append(None)
-                    elif present:
-                        values[name].append(decode_value(raw[position], types[name], decimals))
-                    else:  # never written, or deleted: the empty value of an aggregation view
-                        values[name].append(_empty_value(empty.get(name), types[name], decimals))
+            values: dict[str, list] = {}
+            for position, name in enumerate(needed):
+                dtype = types[name]
+                if stale:
+                    values[name] = [None] * len(keys)
+                    continue
+                # Never written, or deleted: the empty value of an aggregation view (null otherwise).
+                absent = _empty_value(empty.get(name), dtype, decimals)
+                decode = value_decoder(dtype, decimals)
+                values[name] = [absent if row is None or row.values is None
+                                else None if (raw := row.values[position]) is None else decode(raw) for row in rows]
             view_columns = {name: _typed_array(values[name], types[name], decimals) for name in needed}
             if on_demand:
                 frame = pd.DataFrame(view_columns, index=index)

@@ -2,11 +2,25 @@
 
 Key layout (docs/online-store.md)::
 
-    fp:<project>:<view>:<entity key>   hash: one field per stored feature, plus _valid_from
-                                        (µs since the epoch); a null feature has no field
-    fp:<project>:<view>:_meta          hash: synced_through (µs), code_version
+    fp:<project>:<view>:<entity key>   string: the entity's latest stored row, packed (below)
+    fp:<project>:<view>:_meta          hash: synced_through (µs), code_version, value_format,
+                                        layout:<id> (the feature list of each packed layout)
 
-A write applies only when its ``_valid_from`` is at or after the stored one — a recomputed
+A packed row is its fields joined by the ASCII unit separator (``\\x1f``)::
+
+    <valid_from µs>␟<layout id>␟<null mask>␟<value 1>␟…␟<value n>      a live row
+    <valid_from µs>␟-                                                  a tombstone (deleted entity)
+
+``layout id`` names the ordered list of stored features (and types) the values follow, so a
+value written before a definition changed is still read by feature name. The null mask
+has one character per feature, ``1`` for null. String values escape ``\\x1e`` and ``\\x1f``
+(as ``\\x1e0`` and ``\\x1e1``); numbers, decimals, booleans (``0``/``1``) and timestamps (µs)
+never contain them.
+
+One string per entity rather than a hash of fields: a write is a single ``SET`` and a read of
+many entities a single ``MGET`` — the hash layout's per-field work was most of both (bench/RESULTS.md).
+
+A write applies only when its ``valid_from`` is at or after the stored one — a recomputed
 partition (a late correction, same valid-from) overwrites, an older partition re-run by a
 backfill does not. The compare-and-write runs inside Redis as one Lua script per batch of
 keys, so concurrent writers cannot interleave between the compare and the write.
@@ -15,9 +29,11 @@ keys, so concurrent writers cannot interleave between the compare and the write.
 from __future__ import annotations
 
 import decimal
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,49 +43,43 @@ from redis.cluster import RedisCluster
 from feature_platform.expressions import DType
 from feature_platform.feature_view import FeatureView
 
-VALID_FROM = "_valid_from"
-DELETED = "_deleted"
 META = "_meta"
+SEPARATOR = b"\x1f"
+ESCAPE = "\x1e"
+TOMBSTONE = b"-"
+# Bumped when the packed row changes shape. A view whose meta hash names another format (or
+# none: the hash-per-entity layout of earlier releases) counts as never synced: readers treat
+# it as stale and the next sync rewrites every entity from the first partition.
+VALUE_FORMAT = "packed-1"
 
-# ARGV: n, field names..., then per key: valid_from, deleted, expire_ms, null mask, values...
+# KEYS: entity keys. ARGV[1], ARGV[2]: expiry in ms of a live row and of a tombstone (0: none);
+# ARGV[2 + i]: the packed row of KEYS[i]. Returns how many rows were written.
 _WRITE_LATEST = """
-local n = tonumber(ARGV[1])
-local stride = n + 4
+local live_ms, tombstone_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local applied = 0
 for i, key in ipairs(KEYS) do
-  local at = 1 + n + (i - 1) * stride
-  local valid_from, deleted, expire_ms, nulls = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3]), ARGV[at + 4]
-  local stored = redis.call('HGET', key, '_valid_from')
-  if (not stored) or tonumber(stored) <= tonumber(valid_from) then
-    if deleted == '1' then
-      redis.call('DEL', key)
-      redis.call('HSET', key, '_valid_from', valid_from, '_deleted', '1')
-    else
-      local sets, drops = {'_valid_from', valid_from}, {'_deleted'}
-      for j = 1, n do
-        if string.sub(nulls, j, j) == '1' then
-          drops[#drops + 1] = ARGV[1 + j]
-        else
-          sets[#sets + 1] = ARGV[1 + j]
-          sets[#sets + 1] = ARGV[at + 4 + j]
-        end
-      end
-      redis.call('HSET', key, unpack(sets))
-      -- A key written for the first time has no old fields to drop and no expiry to clear.
-      if stored then redis.call('HDEL', key, unpack(drops)) end
-    end
-    if expire_ms > 0 then redis.call('PEXPIRE', key, expire_ms) elseif stored then redis.call('PERSIST', key) end
+  local row = ARGV[2 + i]
+  local cut = string.find(row, '\\31', 1, true)
+  -- pcall: a key left in an older layout (a hash) answers WRONGTYPE; SET replaces it.
+  local stored = redis.pcall('GET', key)
+  if type(stored) ~= 'string'
+     or tonumber(string.sub(stored, 1, string.find(stored, '\\31', 1, true) - 1))
+        <= tonumber(string.sub(row, 1, cut - 1)) then
+    local expire_ms = live_ms
+    if string.byte(row, cut + 1) == 45 then expire_ms = tombstone_ms end  -- '-': a tombstone
+    if expire_ms > 0 then redis.call('SET', key, row, 'PX', expire_ms) else redis.call('SET', key, row) end
     applied = applied + 1
   end
 end
 return applied
 """
 
-# KEYS[1] meta key; ARGV: synced_through (µs), code_version. Only ever moves forward.
+# KEYS[1] meta key; ARGV: synced_through (µs), code_version, value format. Only ever moves
+# forward, except that a sync in a new value format replaces the mark of an older one.
 _ADVANCE_SYNCED_THROUGH = """
-local stored = redis.call('HGET', KEYS[1], 'synced_through')
-if (not stored) or tonumber(stored) < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'synced_through', ARGV[1], 'code_version', ARGV[2])
+local stored = redis.call('HMGET', KEYS[1], 'synced_through', 'value_format')
+if (not stored[1]) or stored[2] ~= ARGV[3] or tonumber(stored[1]) < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'synced_through', ARGV[1], 'code_version', ARGV[2], 'value_format', ARGV[3])
   return 1
 end
 return 0
@@ -85,6 +95,34 @@ def from_micros(value: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=value)
 
 
+@dataclass(frozen=True)
+class ValueLayout:
+    """The ordered stored features (with types) a packed row holds; ``id`` names it in Redis."""
+
+    names: tuple[str, ...]
+    dtypes: tuple[DType, ...]
+
+    @classmethod
+    def of(cls, view: FeatureView) -> "ValueLayout":
+        stored = view.stored_dtypes()
+        return cls(tuple(stored), tuple(stored.values()))
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha1(self.describe().encode()).hexdigest()[:10]
+
+    def describe(self) -> str:
+        return json.dumps([[name, str(dtype)] for name, dtype in zip(self.names, self.dtypes)])
+
+    @staticmethod
+    def positions_in(described: str, wanted: dict[str, DType]) -> dict[str, int]:
+        """Where each wanted feature sits in another layout (by its description), if there
+        with the same type; a feature missing there or retyped since reads as null."""
+        found = {name: (position, dtype) for position, (name, dtype) in enumerate(json.loads(described))}
+        return {name: found[name][0] for name, dtype in wanted.items()
+                if name in found and found[name][1] == str(dtype)}
+
+
 def encode_arrow(array: pa.ChunkedArray | pa.Array, dtype: DType) -> pa.ChunkedArray | pa.Array:
     """One column of feature values as the text Redis stores, as an Arrow string array (null for null).
 
@@ -92,33 +130,68 @@ def encode_arrow(array: pa.ChunkedArray | pa.Array, dtype: DType) -> pa.ChunkedA
     ``1``, ``1e+300``); ``float()`` reads every one of them back bit for bit.
     """
     if dtype.kind == "timestamp":
-        array = pc.cast(pc.cast(array, pa.timestamp("us", tz="UTC")), pa.int64())
-    elif dtype.kind == "bool":
+        return pc.cast(pc.cast(pc.cast(array, pa.timestamp("us", tz="UTC")), pa.int64()), pa.string())
+    if dtype.kind == "bool":
         return pc.if_else(array, "1", "0")
-    return pc.cast(array, pa.string())
-
-
-def encode_column(array: pa.ChunkedArray | pa.Array, dtype: DType) -> list[str | None]:
-    """One column of feature values as the text Redis stores (None for null)."""
-    return encode_arrow(array, dtype).to_pylist()
-
-
-def decode_value(raw: bytes | None, dtype: DType, decimals: str = "float"):
-    if raw is None:
-        return None
-    text = raw.decode()
-    kind = dtype.kind
-    if kind == "int":
-        return int(text)
-    if kind == "float":
-        return float(text)
-    if kind == "decimal":
-        return float(text) if decimals == "float" else decimal.Decimal(text)
-    if kind == "bool":
-        return text == "1"
-    if kind == "timestamp":
-        return from_micros(int(text))
+    text = pc.cast(array, pa.string())
+    if dtype.kind == "string":  # the only kind whose text can hold the separators
+        text = pc.replace_substring(pc.replace_substring(text, ESCAPE, ESCAPE + "0"), "\x1f", ESCAPE + "1")
     return text
+
+
+def value_decoder(dtype: DType, decimals: str = "float") -> Callable[[bytes], object]:
+    """How one stored value (not null) of this type comes back to Python: chosen once per
+    column, so reading 100 entities × 10 features does no per-value type dispatch."""
+    kind = dtype.kind
+    if kind == "float" or (kind == "decimal" and decimals == "float"):
+        return float
+    if kind == "int":
+        return int
+    if kind == "decimal":
+        return lambda raw: decimal.Decimal(raw.decode())
+    if kind == "bool":
+        return lambda raw: raw == b"1"
+    if kind == "timestamp":
+        return lambda raw: from_micros(int(raw))
+    return _decode_text
+
+
+def _decode_text(raw: bytes) -> str:
+    text = raw.decode()
+    if ESCAPE in text:  # one pass each, in this order, undoes encode_arrow's escaping exactly
+        text = text.replace(ESCAPE + "1", "\x1f").replace(ESCAPE + "0", ESCAPE)
+    return text
+
+
+def pack_rows(batch: pa.RecordBatch, layout: ValueLayout) -> list[bytes]:
+    """Each history row of ``batch`` as its packed Redis value, built column-wise by Arrow."""
+    rows = batch.num_rows
+    valid_from = pc.cast(pc.cast(pc.cast(batch.column("valid_from"), pa.timestamp("us", tz="UTC")), pa.int64()),
+                         pa.string())
+    encoded = [encode_arrow(batch.column(name), dtype) for name, dtype in zip(layout.names, layout.dtypes)]
+    null_mask = (pc.binary_join_element_wise(*[pc.if_else(pc.is_null(c), "1", "0") for c in encoded], "")
+                 if encoded else pa.array([""] * rows))
+    separator = SEPARATOR.decode()
+    live = pc.binary_join_element_wise(valid_from, layout.id, null_mask, *[pc.fill_null(c, "") for c in encoded],
+                                       separator)
+    if "_deleted" in batch.schema.names:
+        tombstone = pc.binary_join_element_wise(valid_from, TOMBSTONE.decode(), separator)
+        live = pc.if_else(pc.fill_null(batch.column("_deleted"), False), tombstone, live)
+    return pc.cast(live, pa.binary()).to_pylist()
+
+
+class StoredRow(NamedTuple):
+    """What a read found for one entity: its valid-from (µs) and raw values, or a tombstone."""
+
+    valid_from: int
+    values: list[bytes | None] | None  # per requested feature; None for a tombstone (deleted)
+
+
+class ReadAnswer(NamedTuple):
+    """One view's part of a read: a StoredRow (or None: never written) per requested key."""
+
+    rows: list[StoredRow | None]
+    synced_through: datetime | None
 
 
 @dataclass
@@ -138,6 +211,10 @@ class RedisOnlineStore:
         self._write = client.register_script(_WRITE_LATEST)
         self._advance = client.register_script(_ADVANCE_SYNCED_THROUGH)
         self.is_cluster = isinstance(client, RedisCluster)
+        self._layouts: dict[tuple[str, bytes], str] = {}  # (view, layout id) -> its description
+        # Per (view object, requested features): the view's own layout id and where each
+        # feature sits in it. Reads are hot; working these out costs more than Redis's reply.
+        self._read_plans: dict[tuple[int, tuple[str, ...]], tuple] = {}
 
     def key(self, view: FeatureView | str, entity_key) -> str:
         name = view if isinstance(view, str) else view.name
@@ -149,46 +226,30 @@ class RedisOnlineStore:
     # -- writing -------------------------------------------------------------------------
 
     def write_latest(self, view: FeatureView, batches: Iterable[pa.RecordBatch], expire: timedelta | None = None,
-                     keys_per_call: int = 500) -> WriteSummary:
+                     keys_per_call: int = 1000) -> WriteSummary:
         """Write each entity's latest row (batches of history rows, one row per entity)."""
-        stored = view.stored_dtypes()
-        names = list(stored)
-        join_key = view.entity.join_key
+        layout = ValueLayout.of(view)
+        # Before any row in this layout exists, say what it holds: a reader meeting a layout
+        # id other than its own definition's looks the feature list up here.
+        self.client.hset(self.meta_key(view), f"layout:{layout.id}", layout.describe())
         expire_ms = int(expire.total_seconds() * 1000) if expire else 0
+        # A tombstone outlives any backfill worth worrying about, then goes (docs/online-store.md).
         tombstone_ms = int(max(view.ttl * 4, timedelta(days=7)).total_seconds() * 1000)
-        summary = WriteSummary()
-        stride = len(names) + 4
+        header = [str(expire_ms), str(tombstone_ms)]
         prefix = self.key(view, "")
+        summary = WriteSummary()
         for batch in batches:
-            rows = batch.num_rows
-            if rows == 0:
+            if batch.num_rows == 0:
                 continue
-            # Every per-key argument is made by Arrow, column at a time, then interleaved into
-            # one flat argument list by slice assignment: no Python work per value.
-            keys = pc.binary_join_element_wise(prefix, pc.cast(batch.column(join_key), pa.string()), "").to_pylist()
-            deleted = (pc.fill_null(batch.column("_deleted"), False) if "_deleted" in batch.schema.names
-                       else pa.array([False] * rows))
-            encoded = [encode_arrow(batch.column(name), stored[name]) for name in names]
-            flat: list = [None] * (rows * stride)
-            flat[0::stride] = pc.cast(pc.cast(pc.cast(batch.column("valid_from"), pa.timestamp("us", tz="UTC")),
-                                              pa.int64()), pa.string()).to_pylist()
-            flat[1::stride] = pc.if_else(deleted, "1", "0").to_pylist()
-            flat[2::stride] = pc.if_else(deleted, str(tombstone_ms), str(expire_ms)).to_pylist()
-            flat[3::stride] = (pc.binary_join_element_wise(*[pc.if_else(pc.is_null(c), "1", "0") for c in encoded], "")
-                               if encoded else pa.array([""] * rows)).to_pylist()
-            for position, column in enumerate(encoded):
-                flat[4 + position::stride] = pc.fill_null(column, "").to_pylist()
-            summary.rows += rows
-            summary.applied += self._call_in_groups(keys, flat, stride, names, keys_per_call)
+            keys = pc.binary_join_element_wise(prefix, pc.cast(batch.column(view.entity.join_key), pa.string()),
+                                               "").to_pylist()
+            summary.rows += batch.num_rows
+            summary.applied += self._call_in_groups(keys, pack_rows(batch, layout), header, keys_per_call)
         return summary
 
-    def _call_in_groups(self, keys: list[str], flat: list[str], stride: int, names: list[str],
-                        keys_per_call: int) -> int:
-        """Run the write script over groups of keys; on a cluster, each group shares a slot.
-
-        ``flat`` holds ``stride`` arguments per key, in the order of ``keys``."""
-        header = [str(len(names)), *names]
-        groups: list[tuple[list[str], list[str]]] = []
+    def _call_in_groups(self, keys: list[str], rows: list[bytes], header: list[str], keys_per_call: int) -> int:
+        """Run the write script over groups of keys; on a cluster, each group shares a slot."""
+        pipeline = self.client.pipeline(transaction=False)
         if self.is_cluster:
             by_slot: dict[int, list[int]] = {}
             for position, key in enumerate(keys):
@@ -196,49 +257,106 @@ class RedisOnlineStore:
             for positions in by_slot.values():
                 for i in range(0, len(positions), keys_per_call):
                     chosen = positions[i:i + keys_per_call]
-                    argv = list(header)
-                    for position in chosen:
-                        argv.extend(flat[position * stride:(position + 1) * stride])
-                    groups.append(([keys[p] for p in chosen], argv))
+                    # redis-py's ClusterPipeline refuses EVALSHA (a Script object cannot be
+                    # pipelined on a cluster: RedisClusterException) and stubs out .eval(); a raw
+                    # EVAL is queued like any command and routed by the keys' shared slot.
+                    pipeline.execute_command("EVAL", _WRITE_LATEST, len(chosen), *[keys[p] for p in chosen],
+                                             *header, *[rows[p] for p in chosen])
         else:
             for i in range(0, len(keys), keys_per_call):
-                groups.append((keys[i:i + keys_per_call], header + flat[i * stride:(i + keys_per_call) * stride]))
-        pipeline = self.client.pipeline(transaction=False)
-        for group_keys, argv in groups:
-            if self.is_cluster:
-                # redis-py's ClusterPipeline refuses EVALSHA (a Script object cannot be
-                # pipelined on a cluster: RedisClusterException) and stubs out .eval(); a raw
-                # EVAL is queued like any command and routed by the keys' shared slot.
-                pipeline.execute_command("EVAL", _WRITE_LATEST, len(group_keys), *group_keys, *argv)
-            else:
-                self._write(keys=group_keys, args=argv, client=pipeline)
+                self._write(keys=keys[i:i + keys_per_call], args=header + rows[i:i + keys_per_call],
+                            client=pipeline)
         return sum(int(result) for result in pipeline.execute())
 
     def advance_synced_through(self, view: FeatureView, moment: datetime) -> bool:
-        return bool(self._advance(keys=[self.meta_key(view)], args=[str(to_micros(moment)), view.code_version()]))
+        return bool(self._advance(keys=[self.meta_key(view)],
+                                  args=[str(to_micros(moment)), view.code_version(), VALUE_FORMAT]))
 
     # -- reading -------------------------------------------------------------------------
 
     def synced_through(self, view: FeatureView | str) -> datetime | None:
-        raw = self.client.hget(self.meta_key(view), "synced_through")
-        return None if raw is None else from_micros(int(raw))
+        """How far the view's values in Redis are known; None if never synced in this format."""
+        return _synced(self.client.hmget(self.meta_key(view), ["synced_through", "value_format"]))
 
-    def read_rows(self, requests: list[tuple[FeatureView, list, list[str]]]) -> list[tuple[dict, datetime | None]]:
-        """One pipelined round trip: for each (view, entity keys, features), the raw fields and
-        the view's synced-through time. Returns per request: ({entity key: [raw values...,
-        valid_from, deleted]}, synced_through)."""
+    def read_rows(self, requests: list[tuple[FeatureView, list, list[str]]]) -> list[ReadAnswer]:
+        """One pipelined round trip (``MGET`` per view): for each (view, entity keys, stored
+        features), what Redis holds for each key, and the view's synced-through time."""
         pipeline = self.client.pipeline(transaction=False)
-        for view, entity_keys, features in requests:
-            pipeline.hget(self.meta_key(view), "synced_through")
-            for entity_key in entity_keys:
-                pipeline.hmget(self.key(view, entity_key), [*features, VALID_FROM, DELETED])
+        for view, entity_keys, _features in requests:
+            pipeline.hmget(self.meta_key(view), ["synced_through", "value_format"])
+            keys = [self.key(view, entity_key) for entity_key in entity_keys]
+            if self.is_cluster:  # keys of one MGET must share a slot; the cluster pipeline groups GETs by node
+                for key in keys:
+                    pipeline.get(key)
+            elif keys:
+                pipeline.mget(keys)
         results = iter(pipeline.execute())
         answers = []
         for view, entity_keys, features in requests:
-            synced = next(results)
-            rows = {entity_key: next(results) for entity_key in entity_keys}
-            answers.append((rows, None if synced is None else from_micros(int(synced))))
+            synced = _synced(next(results))
+            if self.is_cluster:
+                raws = [next(results) for _ in entity_keys]
+            else:
+                raws = next(results) if entity_keys else []
+            answers.append(ReadAnswer(self._unpack(view, raws, features), synced))
         return answers
+
+    def _read_plan(self, view: FeatureView, features: list[str]) -> tuple[bytes, list[int], dict[str, DType]]:
+        key = (id(view), tuple(features))
+        plan = self._read_plans.get(key)
+        if plan is None or plan[0] is not view:  # (an id can be reused once a view is gone)
+            layout = ValueLayout.of(view)
+            wanted = {name: dtype for name, dtype in zip(layout.names, layout.dtypes) if name in features}
+            plan = self._read_plans[key] = (view, layout.id.encode(), [layout.names.index(n) for n in features], wanted)
+        return plan[1:]
+
+    def _unpack(self, view: FeatureView, raws: list[bytes | None], features: list[str]) -> list[StoredRow | None]:
+        own_id, own_positions, wanted = self._read_plan(view, features)
+        rows: list[StoredRow | None] = []
+        for raw in raws:
+            if raw is None:
+                rows.append(None)
+                continue
+            fields = raw.split(SEPARATOR)
+            if fields[1] == TOMBSTONE:
+                rows.append(StoredRow(int(fields[0]), None))
+                continue
+            if fields[1] == own_id:
+                positions = own_positions
+            else:  # written by an earlier definition of the view: read its features by name
+                found = self._positions(view, fields[1], wanted)
+                positions = [found.get(name) for name in features]
+            mask = fields[2]
+            rows.append(StoredRow(int(fields[0]), [
+                None if position is None or mask[position] == 49 else fields[3 + position]  # 49: b"1"
+                for position in positions]))
+        return rows
+
+    def _positions(self, view: FeatureView, layout_id: bytes, wanted: dict[str, DType]) -> dict[str, int]:
+        described = self._layouts.get((view.name, layout_id))
+        if described is None:
+            raw = self.client.hget(self.meta_key(view), f"layout:{layout_id.decode()}")
+            if raw is None:
+                raise RuntimeError(f"Redis holds {view.name} values in layout {layout_id.decode()}, which "
+                                   f"{self.meta_key(view)} does not describe: resync the view (docs/operations.md)")
+            described = self._layouts[(view.name, layout_id)] = raw.decode()
+        return ValueLayout.positions_in(described, wanted)
+
+    def stored_fields(self, view: FeatureView, entity_key) -> dict[str, str]:
+        """One entity's stored row as text by field (``_valid_from``, ``_deleted``, features;
+        a null feature has no field), {} if never written: for people and tests."""
+        raw = self.client.get(self.key(view, entity_key))
+        if raw is None:
+            return {}
+        layout = ValueLayout.of(view)
+        [row] = self._unpack(view, [raw], list(layout.names))
+        if row.values is None:
+            return {"_valid_from": str(row.valid_from), "_deleted": "1"}
+        fields = {"_valid_from": str(row.valid_from)}
+        for name, dtype, value in zip(layout.names, layout.dtypes, row.values):
+            if value is not None:
+                fields[name] = _decode_text(value) if dtype.kind == "string" else value.decode()
+        return fields
 
     def entity_keys(self, view: FeatureView | str) -> Iterator[str]:
         """Every stored entity key of a view (SCAN, for checks and tests)."""
@@ -247,3 +365,10 @@ class RedisOnlineStore:
             key = raw.decode() if isinstance(raw, bytes) else raw
             if not key.endswith(f":{META}"):
                 yield key[len(prefix):]
+
+
+def _synced(meta: list[bytes | None]) -> datetime | None:
+    synced, value_format = meta
+    if synced is None or value_format != VALUE_FORMAT.encode():
+        return None
+    return from_micros(int(synced))

@@ -181,13 +181,11 @@ def _valid_from_by_view(captured) -> dict[str, dict]:
     if captured is None:
         return {}
     found: dict[str, dict] = {}
-    for (view, keys, needed), (rows, _synced) in zip(*captured):
+    for (view, keys, _needed), answer in zip(*captured):
         moments = found.setdefault(view.name, {})
-        for key, raw in rows.items():
-            if isinstance(raw, (list, tuple)) and len(raw) == len(needed) + 2:
-                valid_from, deleted = raw[len(needed)], raw[len(needed) + 1]
-                if valid_from is not None and deleted is None:
-                    moments[key] = from_micros(int(valid_from))
+        for key, row in zip(keys, answer.rows):
+            if row is not None and row.values is not None:
+                moments[key] = from_micros(row.valid_from)
     return found
 
 

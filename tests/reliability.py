@@ -98,11 +98,13 @@ def temporary_files(root: Path) -> list[Path]:
 
 
 def redis_snapshot(url: str, project: str) -> dict[str, dict[bytes, bytes]]:
-    """Every hash of a project, keyed by its name without the project prefix."""
+    """Every key of a project (a view's meta hash as a dict, an entity's packed row as bytes),
+    keyed by its name without the project prefix."""
     client = redis.Redis.from_url(url)
     prefix = f"fp:{project}:"
     try:
-        return {key.decode()[len(prefix):]: client.hgetall(key) for key in client.scan_iter(match=prefix + "*", count=1000)}
+        return {key.decode()[len(prefix):]: client.hgetall(key) if key.endswith(b":_meta") else client.get(key)
+                for key in client.scan_iter(match=prefix + "*", count=1000)}
     finally:
         client.close()
 

@@ -19,7 +19,7 @@ from assets.feature_views import product_inventory
 from assets.sources import products_on_hand
 from feature_platform.checks import CheckConfig
 from feature_platform.offline_store import OfflineFeatureStore
-from feature_platform.online_store import RedisOnlineStore
+from feature_platform.online_store import RedisOnlineStore, ValueLayout
 from feature_platform.orchestration.change_log_assets import build_change_log_asset
 from feature_platform.orchestration.feature_checks import DRIFT_CHECK, MISSING_VALUES_CHECK
 from feature_platform.orchestration.feature_view_assets import build_feature_view_asset
@@ -123,7 +123,7 @@ def steady_history(p: Pipeline, days: int = 2) -> datetime:
 def test_a_null_burst_fails_the_check_and_never_reaches_redis(pipeline):
     p = pipeline(product_inventory)
     end = steady_history(p)
-    before = {k: p.online.client.hgetall(p.online.key(p.view, k)) for k in PRODUCTS}
+    before = {k: p.online.stored_fields(p.view, k) for k in PRODUCTS}
     synced_before = p.online.synced_through(p.view)
     assert synced_before == end
 
@@ -134,14 +134,14 @@ def test_a_null_burst_fails_the_check_and_never_reaches_redis(pipeline):
     assert missing.metadata["null_fraction/quantity_on_hand"].value == 1.0
     assert "quantity_on_hand" in missing.description
     assert not p.materialized(result, "online"), "the online table must not be materialized"
-    assert {k: p.online.client.hgetall(p.online.key(p.view, k)) for k in PRODUCTS} == before
+    assert {k: p.online.stored_fields(p.view, k) for k in PRODUCTS} == before
     assert p.online.synced_through(p.view) == synced_before
 
     # A later run (the next hour) still holds the bad hour back from Redis.
     p.land({101: 55}, end + timedelta(hours=1, minutes=5))
     later = p.run(end + timedelta(hours=1), end + timedelta(hours=1))
     assert p.online.synced_through(p.view) == synced_before
-    assert p.online.client.hgetall(p.online.key(p.view, 101)) == before[101]
+    assert p.online.stored_fields(p.view, 101) == before[101]
     assert later is not None
 
 
@@ -183,7 +183,7 @@ def test_warn_severity_lets_the_sync_through_and_shows_the_failure(pipeline):
     assert not missing.passed and missing.severity == dg.AssetCheckSeverity.WARN
     assert p.materialized(result, "online")
     assert p.online.synced_through(view) == end + timedelta(hours=1)
-    assert b"quantity_on_hand" not in p.online.client.hgetall(p.online.key(view, 101))  # the null got through
+    assert "quantity_on_hand" not in p.online.stored_fields(view, 101)  # the null got through
 
 
 def test_a_corrupted_redis_value_fails_the_skew_check_naming_it(pipeline):
@@ -192,7 +192,11 @@ def test_a_corrupted_redis_value_fails_the_skew_check_naming_it(pipeline):
     offline = OfflineFeatureStore(p.stores.offline)
     clean = evaluate_skew(p.view, offline, START, p.online)
     assert clean.passed, clean.description
-    p.online.client.hset(p.online.key(p.view, 117), "quantity_on_hand", "999999")
+    # Corrupt the stored value in place, as a stray writer would (the packed row's field for it).
+    key = p.online.key(p.view, 117)
+    fields = p.online.client.get(key).split(b"\x1f")
+    fields[3 + ValueLayout.of(p.view).names.index("quantity_on_hand")] = b"999999"
+    p.online.client.set(key, b"\x1f".join(fields))
     corrupted = evaluate_skew(p.view, offline, START, p.online)
     assert corrupted.check_name == SKEW_CHECK and not corrupted.passed
     assert corrupted.metadata["mismatches"].value == 1

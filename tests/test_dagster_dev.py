@@ -15,8 +15,10 @@ import dagster as dg
 import pytest
 import redis
 
+from assets.feature_views import customer_orders
 from assets.sources import orders
 from feature_platform.embedded_redis import find_free_port
+from feature_platform.online_store import RedisOnlineStore
 from feature_platform.orchestration.partitions import partition_key_of
 from tests.conftest import current_hour, dumps, landing_name, ms, order_message, order_row, write_landing_file
 
@@ -86,8 +88,8 @@ def test_dev_command_runs_the_sensor_and_materializes(tmp_path):
             # Downstream of the change log the same run built the feature view and synced Redis.
             wait_until(lambda: materialized(dg.AssetKey(["online", "customer_orders"])), 120,
                        "online/customer_orders", process, log)
-            stored = redis.Redis.from_url(redis_url).hgetall("fp:devtest:customer_orders:1001")
-            assert stored[b"order_count_30d"] == b"3"
+            stored = RedisOnlineStore(redis.Redis.from_url(redis_url), "devtest").stored_fields(customer_orders, 1001)
+            assert stored["order_count_30d"] == "3"
         finally:
             instance.dispose()
     finally:

@@ -42,7 +42,9 @@ from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster._core.storage.dagster_run import RunRecord
 from dagster._grpc.client import DagsterGrpcClient
 
+from assets.feature_views import customer_orders
 from feature_platform.embedded_redis import find_free_port
+from feature_platform.online_store import RedisOnlineStore
 from feature_platform.orchestration.partitions import partition_key_of
 from tests.conftest import current_hour, dumps, landing_name, ms, order_message, order_row, write_landing_file
 
@@ -348,8 +350,8 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
         assert lifecycle(instance, first_run.run_id) == [
             DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START,
             DagsterEventType.RUN_SUCCESS]
-        key = f"fp:{project}:customer_orders:{PURCHASER}"
-        assert store.hget(key, "order_count_30d") == b"3"
+        online = RedisOnlineStore(store, project)
+        assert online.stored_fields(customer_orders, PURCHASER).get("order_count_30d") == "3"
         # The webserver reads the same PostgreSQL: it sees the run and its sensor.
         seen = graphql(web_port, RUN_QUERY, {"runId": first_run.run_id})["runOrError"]
         assert seen["status"] == "SUCCESS"
@@ -367,7 +369,7 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
         topology.timings.append(run_timing(second, landed))
         assert second_run.status == dg.DagsterRunStatus.SUCCESS, f"run {second_run.run_id} ended {second_run.status}"
         assert lifecycle(instance, second_run.run_id) == lifecycle(instance, first_run.run_id)
-        assert store.hget(key, "order_count_30d") == b"5"
+        assert online.stored_fields(customer_orders, PURCHASER).get("order_count_30d") == "5"
 
         # Exactly once: the sensor tick after the second run was requested (the one that records
         # its files as announced) requests no third run, and every materialization of the change
@@ -394,7 +396,7 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
                     for record in instance.fetch_observations(TOPIC_ORDERS, limit=100, ascending=True).records]
         assert [(entry["new_files"].value, entry["latest_file"].value) for entry in observed] == [
             (1, landing_name(0, 0)), (1, landing_name(0, 3))]
-        assert store.hget(key, "order_count_30d") == b"5"
+        assert online.stored_fields(customer_orders, PURCHASER).get("order_count_30d") == "5"
     except BaseException:
         print(topology.report(), file=sys.stderr)
         raise

