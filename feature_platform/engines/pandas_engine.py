@@ -60,6 +60,7 @@ from feature_platform.expressions import (
 from feature_platform.feature_view import Aggregation, FeatureView, source_dtypes
 
 HOUR_MICROS = 3_600_000_000
+_MASKED = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)  # values + a null mask
 VERSION_OPS = ("r", "c", "u")
 
 
@@ -836,27 +837,52 @@ def drop_unchanged_within_hour(history: pd.DataFrame, value_columns: list[str]) 
     """Drop a row equal to the entity's previous row in the same hour.
 
     The first row of an entity in each hour is always kept, so what a partition holds never
-    depends on how partitions were grouped into runs.
+    depends on how partitions were grouped into runs. Returns the kept rows in (entity,
+    time) order (the aggregation sweep's output already is: then nothing is sorted).
     """
     if history.empty:
         return history
-    history = history.sort_values(["_entity", "_t"], kind="stable").reset_index(drop=True)
-    hour = history["_t"].to_numpy() // HOUR_MICROS
-    same_group = (history["_entity"].to_numpy()[1:] == history["_entity"].to_numpy()[:-1]) & (hour[1:] == hour[:-1])
-    unchanged = np.ones(len(history) - 1, dtype=bool)
+    entity = history["_entity"]
+    codes = entity.to_numpy() if entity.dtype == np.int64 else pd.factorize(entity, sort=True)[0]
+    times = history["_t"].to_numpy(dtype=np.int64)
+    order = None
+    if not np.all((codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (times[1:] >= times[:-1]))):
+        order = _stable_order(codes, times)
+        codes, times = codes[order], times[order]
+    hour = times // HOUR_MICROS
+    unchanged = (codes[1:] == codes[:-1]) & (hour[1:] == hour[:-1])
     for name in value_columns:
-        current, previous = history[name].iloc[1:].reset_index(drop=True), history[name].iloc[:-1].reset_index(drop=True)
-        equal = (current == previous).fillna(False).to_numpy(dtype=bool) | (current.isna() & previous.isna()).to_numpy()
-        unchanged &= equal
-    drop = np.concatenate([[False], same_group & unchanged])
-    return history[~drop].reset_index(drop=True)
+        unchanged &= _same_as_previous(history[name] if order is None else history[name].take(order))
+    kept = np.flatnonzero(np.concatenate([[True], ~unchanged]))
+    kept = kept if order is None else order[kept]
+    if len(kept) == len(history) and order is None:
+        kept_rows = history.copy(deep=False)
+    else:
+        kept_rows = history.take(kept)
+    kept_rows.index = pd.RangeIndex(len(kept_rows))
+    return kept_rows
+
+
+def _same_as_previous(column: pd.Series) -> np.ndarray:
+    """Whether each value but the first equals the one before it (two nulls are equal; NaN,
+    where it is a value rather than a null, equals nothing)."""
+    missing = column.isna().to_numpy()
+    both_missing = missing[1:] & missing[:-1]
+    if isinstance(column.array, _MASKED):
+        numpy_dtype = column.dtype.numpy_dtype  # Int64, Float64, boolean: values and a null mask
+        values = column.to_numpy(dtype=numpy_dtype, na_value=numpy_dtype.type(0))
+    elif column.dtype.kind in "iufb":
+        values = column.to_numpy()
+    else:  # Python objects (wide integers, strings): pandas' own comparison
+        current, previous = column.iloc[1:].reset_index(drop=True), column.iloc[:-1].reset_index(drop=True)
+        return (current == previous).fillna(False).to_numpy(dtype=bool) | both_missing
+    return ((values[1:] == values[:-1]) & ~missing[1:] & ~missing[:-1]) | both_missing
 
 
 def to_arrow(history: pd.DataFrame, view: FeatureView) -> pa.Table:
     schema = view.history_schema()
     stored = view.stored_dtypes()
-    arrays = [pa.array(history["_entity"].tolist(), type=schema.field(0).type),
-              micros_to_timestamp(history["_t"])]
+    arrays = [_arrow_array(history["_entity"], schema.field(0).type), micros_to_timestamp(history["_t"])]
     for name, dtype in stored.items():
         column = history[name]
         if dtype.kind == "decimal":
@@ -864,9 +890,18 @@ def to_arrow(history: pd.DataFrame, view: FeatureView) -> pa.Table:
         elif dtype.kind == "timestamp":
             arrays.append(micros_to_timestamp(column))
         else:
-            arrays.append(pa.array(column.astype(object).where(column.notna(), None).tolist(),
-                                   type=schema.field(name).type))
+            arrays.append(_arrow_array(column, schema.field(name).type))
     if "_deleted" in schema.names:
         arrays.append(pa.array(history["_deleted"].astype(bool).to_numpy()))
     table = pa.Table.from_arrays(arrays, schema=schema)
     return table.sort_by([("valid_from", "ascending"), (schema.names[0], "ascending")])
+
+
+def _arrow_array(column: pd.Series, arrow_type: pa.DataType) -> pa.Array:
+    """A column as Arrow: numpy and nullable (Int64, Float64, boolean) arrays directly, their
+    nulls from the mask (a float NaN that is a value stays NaN); Python objects one by one."""
+    if isinstance(column.array, _MASKED):
+        return pa.array(column.array, type=arrow_type)
+    if column.dtype.kind in "iufb":
+        return pa.array(column.to_numpy(), type=arrow_type, from_pandas=True)  # a bare float NaN is a null
+    return pa.array(column.astype(object).where(column.notna(), None).tolist(), type=arrow_type)
