@@ -81,3 +81,26 @@ def test_arrow_array_nulls():
     assert _arrow_array(pd.Series([1, None], dtype="Int64"), pa.int64()).to_pylist() == [1, None]
     assert _arrow_array(pd.Series(["x", None], dtype=object), pa.string()).to_pylist() == ["x", None]
     assert _arrow_array(pd.Series([True, None], dtype="boolean"), pa.bool_()).to_pylist() == [True, None]
+
+
+def test_an_int64_column_with_nulls_keeps_values_beyond_2_to_the_53():
+    """A nullable int64 source column is read exactly (not through float64, which rounds)."""
+    from datetime import datetime, timezone
+
+    from feature_platform.cdc.change_log import change_log_schema
+    from feature_platform.engines.pandas_engine import HistoryRange, compute_history
+    from feature_platform.entity import Entity
+    from feature_platform.feature_view import Feature, FeatureView
+    from feature_platform.sources import Column, SourceTable
+
+    source = SourceTable(name="accounts", topic="t.accounts", primary_key=("id",),
+                         columns=(Column("id", "int64"), Column("balance", "int64")))
+    view = FeatureView(name="account_balance", entity=Entity("account", join_key="account_id"), source=source,
+                       entity_column="id", features=[Feature("balance")])
+    at = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    big = 2**60 + 1
+    rows = [{"id": pk, "balance": balance, "_op": "c", "_lsn": 10 + pk, "_commit_time": at, "_snapshot": False,
+             "_pk": f"[{pk}]", "_source_file": "f", "_source_line": pk} for pk, balance in ((1, big), (2, None))]
+    table = pa.Table.from_pylist(rows, schema=change_log_schema(source))
+    result = compute_history(table, view, HistoryRange(None, 2**62)).to_pylist()
+    assert [(r["account_id"], r["balance"]) for r in result] == [(1, big), (2, None)]
