@@ -491,38 +491,44 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
     sweep = _Sweep.of(members)
     running = {"__count": sweep.running(np.ones(len(members), dtype=np.int64))}
     peak = int(running["__count"].max()) if len(running["__count"]) else 0
+    # Aggregations of one input (a sum and a mean of the same expression) share its sums.
+    by_input: dict[str, list[Aggregation]] = {}
     for aggregation in aggregations:
-        if aggregation.function not in ("sum", "mean", "stddev"):
-            continue  # count needs no input; min, max, last, count_distinct are swept separately
-        name = aggregation.name
-        values = inputs[name]
-        exact = aggregation.input.dtype(input_types).kind in ("int", "decimal")
-        running[f"{name}__n"] = sweep.running(values.notna().to_numpy(dtype=np.int64))
+        if aggregation.function in ("sum", "mean", "stddev"):  # count needs no input; min, max,
+            by_input.setdefault(repr(aggregation.input), []).append(aggregation)  # ... are swept apart
+    for group in by_input.values():
+        values, squared = inputs[group[0].name], any(a.function == "stddev" for a in group)
+        exact = group[0].input.dtype(input_types).kind in ("int", "decimal")
+        missing = values.isna().to_numpy()
+        sums = {"n": sweep.running((~missing).astype(np.int64)) if missing.any() else running["__count"]}
         if not exact:
             filled = values.to_numpy(dtype=np.float64, na_value=0.0)
-            running[f"{name}__s"] = sweep.running(filled)
-            if aggregation.function == "stddev":
-                running[f"{name}__q"] = sweep.running(filled * filled)
-            continue
-        biggest = max_abs(values)
-        wide = is_wide(values)
-        filled = (values.where(values.notna(), 0).to_numpy(dtype=object) if wide
-                  else values.to_numpy(dtype=np.int64, na_value=0))
-        reach = peak * biggest
-        running[f"{name}__s"] = sweep.running(filled if reach <= INT64_MAX else filled.astype(object))
-        if aggregation.function == "stddev":
-            if wide or peak * biggest * biggest > INT64_MAX:
-                squares = filled.astype(object) ** 2
-            else:
-                squares = filled * filled  # fits: biggest² ≤ peak · biggest² ≤ int64
-            running[f"{name}__q"] = sweep.running(squares)
+            sums["s"] = sweep.running(filled)
+            if squared:
+                sums["q"] = sweep.running(filled * filled)
+        else:
+            biggest = max_abs(values)
+            wide = is_wide(values)
+            filled = (values.where(~missing, 0).to_numpy(dtype=object) if wide
+                      else values.to_numpy(dtype=np.int64, na_value=0))
+            reach = peak * biggest
+            sums["s"] = sweep.running(filled if reach <= INT64_MAX else filled.astype(object))
+            if squared:
+                if wide or peak * biggest * biggest > INT64_MAX:
+                    squares = filled.astype(object) ** 2
+                else:
+                    squares = filled * filled  # fits: biggest² ≤ peak · biggest² ≤ int64
+                sums["q"] = sweep.running(squares)
+        for aggregation in group:
+            for part, total in sums.items():
+                running[f"{aggregation.name}__{part}"] = total
     running = {name: pd.Series(values) for name, values in running.items()}
     result = pd.DataFrame({"_entity": sweep.entities, "_t": sweep.times})
     for aggregation in aggregations:
         name, function = aggregation.name, aggregation.function
         scale = aggregation.input.dtype(input_types).scale if aggregation.input is not None else 0
         if function == "count":
-            result[name] = running["__count"].astype("Int64")
+            result[name] = _int64_column(running["__count"])
             continue
         if function not in ("sum", "mean", "stddev"):
             continue
@@ -535,15 +541,16 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
             if s.dtype == object:
                 result[name] = narrow_if_possible(s)
             else:
-                result[name] = s.astype("Int64") if s.dtype == np.int64 else s.astype("Float64")
+                result[name] = _int64_column(s) if s.dtype == np.int64 else s.astype("Float64")
         elif function == "mean":
             # One division of two exact integers, each rounded once to a double.
             if scale <= 9:
                 denominator = (n.astype(np.int64) * 10 ** scale).astype(np.float64)
             else:
                 denominator = n.map(lambda count: float(int(count) * 10 ** scale)).astype(np.float64)
-            mean = s.astype(np.float64) / denominator
-            result[name] = pd.Series(mean, dtype="Float64").where(n > 0)
+            mean = (s.astype(np.float64) / denominator).to_numpy()
+            # Null for an empty window (0/0), as for a NaN a float input brought in.
+            result[name] = pd.arrays.FloatingArray(mean, (n.to_numpy() == 0) | np.isnan(mean))
         elif s.dtype == np.float64:
             result[name] = _float_sample_stddev(n, s, running[f"{name}__q"], scale)
         else:
@@ -553,6 +560,11 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
                                f"n·Σx² of {aggregation.input!r} (the exact stddev numerator)")
             result[name] = _exact_sample_stddevs(n, s, q, scale)
     return result  # in (entity, time) order
+
+
+def _int64_column(values: pd.Series) -> pd.arrays.IntegerArray:
+    """int64 values without nulls as Int64, with no per-value checks."""
+    return pd.arrays.IntegerArray(values.to_numpy(dtype=np.int64), np.zeros(len(values), dtype=bool))
 
 
 def _exact_sample_stddevs(n: pd.Series, s: pd.Series, q: pd.Series, scale: int) -> pd.Series:
@@ -690,7 +702,11 @@ def aggregation_history(versions: pd.DataFrame, view: FeatureView, live_after: i
     for window, aggregations in by_window.items():
         read = set().union(*[a.input.columns() for a in aggregations if a.input is not None])
         members = _memberships(versions, view, window, live_after, read)
-        inputs = {a.name: exact_values(a.input, members, input_types) for a in aggregations if a.input is not None}
+        computed: dict[str, pd.Series] = {}  # one evaluation per distinct input expression
+        for aggregation in aggregations:
+            if aggregation.input is not None and repr(aggregation.input) not in computed:
+                computed[repr(aggregation.input)] = exact_values(aggregation.input, members, input_types)
+        inputs = {a.name: computed[repr(a.input)] for a in aggregations if a.input is not None}
         for aggregation in aggregations:
             kind = aggregation.input.dtype(input_types).kind if aggregation.input is not None else None
             if kind in ("int", "decimal") and is_wide(inputs[aggregation.name]):
@@ -742,7 +758,7 @@ def _align_window_groups(parts: list[pd.DataFrame]) -> pd.DataFrame:
         row = row.groupby(entities, sort=False).ffill()
         taken = part.iloc[row.fillna(0).astype(int).to_numpy()] if len(part) else part.reindex(index)
         for name in part.columns:
-            values = taken[name].to_numpy() if len(part) else taken[name]
+            values = taken[name].array if len(part) else taken[name]  # .array: Int64 stays exact
             column = pd.Series(values, index=index, dtype=part[name].dtype)
             aligned[name] = column.where(row.notna().to_numpy())
     return aligned
@@ -903,8 +919,17 @@ def _same_as_previous(column: pd.Series) -> np.ndarray:
 
 
 def to_arrow(history: pd.DataFrame, view: FeatureView) -> pa.Table:
+    """The history as the view's Arrow table, in (valid_from, entity) order.
+
+    The rows are put in order here, on integer arrays, before they become Arrow arrays.
+    (valid_from, entity) is unique, so the order is the one ``Table.sort_by`` would give."""
     schema = view.history_schema()
     stored = view.stored_dtypes()
+    entity = history["_entity"]
+    codes = entity.to_numpy() if entity.dtype == np.int64 else pd.factorize(entity, sort=True)[0]
+    order = _stable_order(history["_t"].to_numpy(dtype=np.int64), codes)
+    if np.any(order != np.arange(len(order))):
+        history = history.take(order)
     arrays = [_arrow_array(history["_entity"], schema.field(0).type), micros_to_timestamp(history["_t"])]
     for name, dtype in stored.items():
         column = history[name]
@@ -916,8 +941,7 @@ def to_arrow(history: pd.DataFrame, view: FeatureView) -> pa.Table:
             arrays.append(_arrow_array(column, schema.field(name).type))
     if "_deleted" in schema.names:
         arrays.append(pa.array(history["_deleted"].astype(bool).to_numpy()))
-    table = pa.Table.from_arrays(arrays, schema=schema)
-    return table.sort_by([("valid_from", "ascending"), (schema.names[0], "ascending")])
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _arrow_array(column: pd.Series, arrow_type: pa.DataType) -> pa.Array:
