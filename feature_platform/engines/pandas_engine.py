@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from feature_platform.cdc.change_log import OP_ORDER
 from feature_platform.engines.frames import (
@@ -59,6 +60,8 @@ from feature_platform.expressions import (
 from feature_platform.feature_view import Aggregation, FeatureView, source_dtypes
 
 HOUR_MICROS = 3_600_000_000
+_INT64 = {pa.int64(): pd.Int64Dtype()}
+_MASKED = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)  # values + a null mask
 VERSION_OPS = ("r", "c", "u")
 
 
@@ -182,11 +185,22 @@ def _wide_values(expression: Expr, frame: pd.DataFrame, types: dict[str, DType])
 
 # -- loading ------------------------------------------------------------------------------
 
-def change_log_frame(table: pa.Table, view: FeatureView) -> pd.DataFrame:
-    """The change log as integers: unscaled decimals, microsecond timestamps."""
+def change_log_frame(table: pa.Table, view: FeatureView, columns: list[str] | None = None) -> pd.DataFrame:
+    """The change log as integers: unscaled decimals, microsecond timestamps.
+
+    ``columns``: the source columns to load (default: all). Metadata always comes as numpy
+    integers: ``_lsn``, ``_commit`` (microseconds), ``_rank`` (``OP_ORDER`` of the op) and
+    ``_key``, the primary key's dense rank in ``_pk`` string order (equal keys, equal codes;
+    ordering by ``_key`` is ordering by ``_pk``), so the engine sorts and compares integers
+    instead of Python strings. The string columns ``_op``, ``_pk`` and ``_unavailable`` come
+    too when all columns are asked for (a view's own transform sees the whole change row), or
+    ``_unavailable`` alone when some TOASTed column needs filling.
+    """
     types = source_dtypes(view.source)
     data: dict[str, pd.Series] = {}
     for column in view.source.columns:
+        if columns is not None and column.name not in columns:
+            continue
         array = table.column(column.name)
         kind = types[column.name].kind
         if kind == "decimal":
@@ -194,55 +208,126 @@ def change_log_frame(table: pa.Table, view: FeatureView) -> pd.DataFrame:
         elif kind == "timestamp":
             data[column.name] = timestamp_to_micros(array)
         elif kind == "int":
-            data[column.name] = pd.Series(array.to_pandas(), dtype="Int64")
+            # Through Arrow's own int64 → Int64 (to_pandas alone makes floats of a column
+            # with nulls, which would round values beyond 2^53).
+            data[column.name] = pd.Series(pc.cast(array, pa.int64()).to_pandas(types_mapper=_INT64.get))
         elif kind == "float":
             data[column.name] = pd.Series(array.to_pandas(), dtype="Float64")
         elif kind == "bool":
             data[column.name] = pd.Series(array.to_pandas(), dtype="boolean")
         else:
             data[column.name] = pd.Series(array.to_pandas(), dtype=object)
-    data["_op"] = pd.Series(table.column("_op").to_pandas(), dtype=object)
+    ops = table.column("_op")
+    ranks = np.full(len(table), -1, dtype=np.int8)
+    for op, rank in OP_ORDER.items():
+        ranks[pc.equal(ops, op).to_numpy(zero_copy_only=False)] = rank
+    data["_rank"] = pd.Series(ranks)
     data["_lsn"] = pd.Series(table.column("_lsn").to_numpy(), dtype=np.int64)
-    data["_commit"] = timestamp_to_micros(table.column("_commit_time")).astype(np.int64)
-    data["_pk"] = pd.Series(table.column("_pk").to_pandas(), dtype=object)
-    data["_unavailable"] = pd.Series(table.column("_unavailable").to_pandas(), dtype=object)
-    frame = pd.DataFrame(data)
-    return frame
+    data["_commit"] = pd.Series(pc.cast(pc.cast(table.column("_commit_time"), pa.timestamp("us", tz="UTC")),
+                                        pa.int64()).to_numpy(), dtype=np.int64)
+    keys = table.column("_pk")
+    data["_key"] = pd.Series(_dense_rank(keys))
+    unavailable = table.column("_unavailable")
+    if columns is None:
+        data["_op"] = pd.Series(ops.to_pandas(), dtype=object)
+        data["_pk"] = pd.Series(keys.to_pandas(), dtype=object)
+    if columns is None or (unavailable.null_count < len(table) and pc.sum(pc.list_value_length(unavailable)).as_py()):
+        data["_unavailable"] = pd.Series(unavailable.to_pandas(), dtype=object)
+    return pd.DataFrame(data)
+
+
+def _dense_rank(values: pa.ChunkedArray) -> np.ndarray:
+    """Each value's rank among the distinct values (1, 2, ...) in Arrow's order: bytewise for
+    strings, which is code-point order, as Python compares them; nulls last, equal to each
+    other. ``pc.rank(tiebreaker="dense")`` gives the same, but takes twice as long."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = pc.sort_indices(values)
+    ordered = values.take(order)
+    same = pc.fill_null(pc.equal(ordered.slice(1), ordered.slice(0, n - 1)), False).to_numpy(zero_copy_only=False)
+    null = ordered.is_null().to_numpy(zero_copy_only=False)
+    new = np.ones(n, dtype=bool)
+    new[1:] = ~(same | (null[1:] & null[:-1]))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order.to_numpy()] = np.cumsum(new)
+    return rank
+
+
+def _needed_columns(view: FeatureView) -> list[str] | None:
+    """The source columns the view reads (None: all, for a view with its own transform)."""
+    if view.transform is not None:
+        return None
+    expressions = [a.input for a in view.aggregations if a.input is not None] + [f.expression for f in view.features]
+    needed = {view.entity_column, *([view.timestamp_field] if view.timestamp_field else [])}
+    for expression in expressions:
+        needed |= set(expression.columns())
+    return sorted(needed)
+
+
+def _stable_order(*keys: np.ndarray) -> np.ndarray:
+    """The stable argsort by several integer keys, the most significant first.
+
+    When the keys' ranges multiply to less than 2^63 they are packed into one int64 and
+    sorted once (several times faster than ``np.lexsort``, which sorts once per key).
+    """
+    widths = [(int(k.min()), int(k.max()) - int(k.min()) + 1) if len(k) else (0, 1) for k in keys]
+    if math.prod(width for _, width in widths) >= 2**63:
+        return np.lexsort(keys[::-1])
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    for k, (low, width) in zip(keys, widths):
+        packed *= width
+        packed += k.astype(np.int64, copy=False) - low
+    return np.argsort(packed, kind="stable")
 
 
 # -- step 1: row versions -------------------------------------------------------------------
 
 def row_versions(changes: pd.DataFrame) -> pd.DataFrame:
-    """One row per version with ``known_from``/``known_to`` and how it was closed."""
-    changes = changes.assign(_rank=changes["_op"].map(OP_ORDER))
-    truncates = changes[changes["_op"] == "t"].sort_values("_lsn")
-    rows = changes[changes["_op"] != "t"].sort_values(["_pk", "_lsn", "_rank"], kind="stable")
-    rows = rows.reset_index(drop=True)
-    rows = _fill_unchanged_toast_values(rows)
+    """One row per version with ``known_from``/``known_to`` and how it was closed.
+
+    Sorting and neighbour comparisons run on integer arrays (``_key``, ``_lsn``, ``_rank``);
+    the frame's columns are gathered once, for the version rows only.
+    """
+    key = changes["_key"].to_numpy(dtype=np.int64)
+    lsn = changes["_lsn"].to_numpy(dtype=np.int64)
+    rank = changes["_rank"].to_numpy()
+    commit = changes["_commit"].to_numpy(dtype=np.int64)
+    truncate = rank == OP_ORDER["t"]
+    rows = np.flatnonzero(~truncate)
+    # By key, then lsn, then op rank; stable, so ties keep the change log's order.
+    rows = rows[_stable_order(key[rows], lsn[rows], rank[rows])]
+    keys, commits, lsns, ranks = key[rows], commit[rows], lsn[rows], rank[rows]
     # The next change of the same key (rows are sorted by key, then lsn) closes a version.
-    keys = rows["_pk"].to_numpy()
-    commits = rows["_commit"].to_numpy(dtype=np.int64)
-    ops = rows["_op"].to_numpy()
     has_next = np.zeros(len(rows), dtype=bool)
     has_next[:-1] = keys[1:] == keys[:-1]
     next_commit = np.full(len(rows), NO_END, dtype=np.int64)
     next_commit[:-1] = np.where(has_next[:-1], commits[1:], NO_END)
-    lsns = rows["_lsn"].to_numpy(dtype=np.int64)
     next_lsn = np.full(len(rows), NO_END, dtype=np.int64)
     next_lsn[:-1] = np.where(has_next[:-1], lsns[1:], NO_END)
+    version_ranks = [OP_ORDER[op] for op in VERSION_OPS]
+    is_version = np.isin(ranks, version_ranks)
     next_is_version = np.zeros(len(rows), dtype=bool)
-    next_is_version[:-1] = np.isin(ops[1:], VERSION_OPS)
-    is_version = rows["_op"].isin(VERSION_OPS).to_numpy()
-    versions = rows[is_version].copy()
+    next_is_version[:-1] = is_version[1:]
+    if "_unavailable" in changes and changes["_unavailable"].notna().any():
+        sorted_rows = changes.take(rows)
+        sorted_rows.index = pd.RangeIndex(len(sorted_rows))
+        versions = _fill_unchanged_toast_values(sorted_rows).take(np.flatnonzero(is_version))
+    else:
+        versions = changes.take(rows[is_version])
+    versions.index = pd.RangeIndex(len(versions))  # a new index, not a copy of the data
     versions["known_from"] = commits[is_version]
     versions["known_to"] = next_commit[is_version]
     versions["closed_by_lsn"] = next_lsn[is_version]  # orders a deletion among changes at one instant
-    closed_by = np.where(~has_next, None, np.where(next_is_version, "version", "delete"))
-    versions["closed_by"] = closed_by[is_version]
-    if len(truncates) and len(versions):
+    closed_by = np.full(len(versions), None, dtype=object)
+    closed_by[(has_next & next_is_version)[is_version]] = "version"
+    closed_by[(has_next & ~next_is_version)[is_version]] = "delete"
+    versions["closed_by"] = closed_by
+    if truncate.any() and len(versions):
         # The first truncate after a version (in lsn, hence commit, order) empties the table.
-        truncate_lsn = truncates["_lsn"].to_numpy()
-        truncate_commit = truncates["_commit"].to_numpy(dtype=np.int64)
+        truncates = np.flatnonzero(truncate)
+        truncates = truncates[np.argsort(lsn[truncates], kind="stable")]
+        truncate_lsn, truncate_commit = lsn[truncates], commit[truncates]
         position = np.searchsorted(truncate_lsn, versions["_lsn"].to_numpy(), side="right")
         has_truncate = position < len(truncate_lsn)
         cut = np.where(has_truncate, truncate_commit[np.minimum(position, len(truncate_lsn) - 1)], NO_END)
@@ -251,23 +336,23 @@ def row_versions(changes: pd.DataFrame) -> pd.DataFrame:
         versions.loc[truncated, "closed_by"] = "truncate"
         versions.loc[truncated, "closed_by_lsn"] = cut_lsn[truncated]
         versions["known_to"] = np.minimum(versions["known_to"].to_numpy(), cut)
-    return versions.reset_index(drop=True)
+    return versions
 
 
 def _fill_unchanged_toast_values(rows: pd.DataFrame) -> pd.DataFrame:
     """A TOASTed column that did not change keeps the previous version's value (even a null)."""
     unavailable = rows["_unavailable"]
-    listed = {name for names in unavailable.dropna() for name in names}
+    listed = {name for names in unavailable.dropna() for name in names} & set(rows.columns)
     if not listed:
         return rows
     rows = rows.copy()
     position = pd.Series(np.arange(len(rows), dtype=float))
-    is_version = rows["_op"].isin(VERSION_OPS).to_numpy()
+    is_version = np.isin(rows["_rank"].to_numpy(), [OP_ORDER[op] for op in VERSION_OPS])
     for name in sorted(listed):
         masked = unavailable.map(lambda names: names is not None and name in names).to_numpy(dtype=bool)
         # For each masked cell, the latest earlier version of the same key that carried a value.
         source = position.where(~masked & is_version)
-        source = source.groupby(rows["_pk"].to_numpy(), sort=False).ffill()
+        source = source.groupby(rows["_key"].to_numpy(), sort=False).ffill()
         previous = source.where(masked)
         values = rows[name].copy()
         take = previous.notna().to_numpy()
@@ -280,29 +365,37 @@ def _fill_unchanged_toast_values(rows: pd.DataFrame) -> pd.DataFrame:
 # -- step 2 and 3: aggregation views ----------------------------------------------------------
 
 def _memberships(versions: pd.DataFrame, view: FeatureView, window_micros: int | None,
-                 live_after: int | None) -> pd.DataFrame:
+                 live_after: int | None, columns: set[str]) -> pd.DataFrame:
+    """Each version's window membership ``[_start, _end)`` with ``_entity``, ``_event``,
+    ``_lsn``, ``_key`` and the versions' ``columns`` (what the aggregations read): only those
+    columns are gathered, once, for the versions that are members."""
     event = versions[view.timestamp_field]
     entity = versions[view.entity_column]
-    usable = event.notna() & entity.notna()
-    members = versions[usable.to_numpy()].copy()
-    event_time = members[view.timestamp_field].astype(np.int64).to_numpy()
-    known_from = members["known_from"].to_numpy()
-    known_to = members["known_to"].to_numpy()
+    usable = (event.notna() & entity.notna()).to_numpy()
+    event_time = event.to_numpy(dtype=np.int64, na_value=0)
+    known_from = versions["known_from"].to_numpy()
+    known_to = versions["known_to"].to_numpy()
     start = np.maximum(known_from, event_time)
     if window_micros is None:
         end = known_to
     else:
         end = np.minimum(known_to, event_time + window_micros)
-    members["_start"], members["_end"], members["_event"] = start, end, event_time
-    keep = start < end
+    keep = usable & (start < end)
     if live_after is not None:
         # A membership that ended before the range adds and removes itself: no net effect on
         # any value in the range, so it need not be swept.
         keep &= end >= live_after  # an exit exactly at the range start is a change in the range
-    members = members[keep]
-    entity = members[view.entity_column]
-    members["_entity"] = entity.astype(np.int64) if entity.dtype == "Int64" else entity.astype(object)
-    return members.reset_index(drop=True)
+    rows = np.flatnonzero(keep)
+    names = sorted((set(columns) | {"_lsn", "_key"}) - {view.entity_column})
+    members = versions.iloc[rows, [versions.columns.get_loc(name) for name in names]]
+    members.index = pd.RangeIndex(len(members))
+    entity = entity.iloc[rows]
+    members["_entity"] = (entity.to_numpy(dtype=np.int64) if entity.dtype == "Int64"
+                          else entity.to_numpy(dtype=object))
+    if view.entity_column in columns:
+        members[view.entity_column] = entity.array
+    members["_start"], members["_end"], members["_event"] = start[rows], end[rows], event_time[rows]
+    return members
 
 
 def _events(members: pd.DataFrame, columns: dict[str, pd.Series]) -> pd.DataFrame:
@@ -316,6 +409,76 @@ def _events(members: pd.DataFrame, columns: dict[str, pd.Series]) -> pd.DataFram
     return pd.concat([plus, minus], ignore_index=True)
 
 
+@dataclass
+class _Sweep:
+    """The memberships' joins and leaves in (entity, time) order, and the instants they form.
+
+    ``rows[i]`` is the member of event i, ``sign[i]`` +1 (join) or -1 (leave); the events of
+    one (entity, instant) are ``starts[j]`` up to ``starts[j + 1]``. ``entity_of[j]`` numbers
+    instant j's entity, whose first instant is ``first[entity_of[j]]``; instant j is
+    (``entities[j]``, ``times[j]``). Within an instant the events keep their
+    order in (joins, then leaves, each in member order): the order float sums are taken in.
+    """
+
+    rows: np.ndarray
+    sign: np.ndarray
+    starts: np.ndarray
+    entity_of: np.ndarray
+    first: np.ndarray
+    entities: np.ndarray
+    times: np.ndarray
+
+    @property
+    def index(self) -> pd.MultiIndex:
+        """The instants as an (``_entity``, ``_t``) MultiIndex (built only when asked for)."""
+        return pd.MultiIndex.from_arrays([self.entities, self.times], names=["_entity", "_t"])
+
+    @staticmethod
+    def of(members: pd.DataFrame) -> "_Sweep":
+        start, end = members["_start"].to_numpy(), members["_end"].to_numpy()
+        closing = np.flatnonzero(end != NO_END)
+        rows = np.concatenate([np.arange(len(members)), closing])
+        times = np.concatenate([start, end[closing]])
+        sign = np.concatenate([np.ones(len(members), dtype=np.int64), np.full(len(closing), -1, dtype=np.int64)])
+        entity = members["_entity"].to_numpy()
+        if entity.dtype == np.int64:
+            codes, uniques = entity, None  # integer keys order as themselves
+        else:
+            codes, uniques = pd.factorize(entity, sort=True)
+        codes = codes[rows]
+        order = _stable_order(codes, times)
+        rows, sign, times, codes = rows[order], sign[order], times[order], codes[order]
+        new = np.ones(len(rows), dtype=bool)
+        new[1:] = (times[1:] != times[:-1]) | (codes[1:] != codes[:-1])
+        starts = np.flatnonzero(new)
+        instant_codes, instant_times = codes[starts], times[starts]
+        new_entity = np.ones(len(starts), dtype=bool)
+        new_entity[1:] = instant_codes[1:] != instant_codes[:-1]
+        entities = instant_codes if uniques is None else uniques[instant_codes]
+        return _Sweep(rows, sign, starts, np.cumsum(new_entity) - 1, np.flatnonzero(new_entity), entities,
+                      instant_times)
+
+    def running(self, values: np.ndarray) -> np.ndarray:
+        """Per instant, the running sum per entity of the members' signed ``values``.
+
+        int64 sums wrap modulo 2^64 and so are exact whenever the true running value fits
+        int64; object arrays (Python ints) are exact at any size; floats are summed with
+        pandas (compensated), instant by instant in event order, then cumulated per entity.
+        """
+        if not len(self.rows):
+            return values[:0]
+        contributions = values[self.rows]
+        if values.dtype == np.float64:
+            instant = np.repeat(np.arange(len(self.starts)), np.diff(np.append(self.starts, len(self.rows))))
+            per_instant = pd.Series(contributions * self.sign).groupby(instant).sum()
+            return per_instant.groupby(self.entity_of).cumsum().to_numpy()
+        signed = contributions * (self.sign if values.dtype != object else self.sign.astype(object))
+        per_instant = np.add.reduceat(signed, self.starts)
+        totals = np.cumsum(per_instant) if values.dtype != object else np.add.accumulate(per_instant, dtype=object)
+        before = totals[self.first] - per_instant[self.first]  # the running sum before each entity
+        return totals - before[self.entity_of]
+
+
 def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs: dict[str, pd.Series],
                   input_types: dict[str, DType], view: FeatureView) -> pd.DataFrame:
     """count, sum, mean, stddev: cumulative sums of signed contributions per entity.
@@ -323,54 +486,49 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
     Σx and Σx² are summed in int64 first. Two's-complement sums wrap modulo 2^64, so a
     running sum is exact whenever its true value fits int64, whatever its intermediates did;
     and a window's |Σx| is at most (members live at once) × max|x|. When that bound (with the
-    peak of the running count, per window) does not fit, the column is summed again in
-    Python ints.
+    peak of the running count, per window) does not fit, the column is summed in Python ints.
     """
-    columns: dict[str, pd.Series] = {}
-    largest: dict[str, int] = {}
+    sweep = _Sweep.of(members)
+    running = {"__count": sweep.running(np.ones(len(members), dtype=np.int64))}
+    peak = int(running["__count"].max()) if len(running["__count"]) else 0
+    # Aggregations of one input (a sum and a mean of the same expression) share its sums.
+    by_input: dict[str, list[Aggregation]] = {}
     for aggregation in aggregations:
-        if aggregation.function not in ("sum", "mean", "stddev"):
-            continue  # count needs no input; min, max, last, count_distinct are swept separately
-        values = inputs[aggregation.name]
-        exact = aggregation.input.dtype(input_types).kind in ("int", "decimal")
-        columns[f"{aggregation.name}__n"] = values.notna().astype(np.int64)
+        if aggregation.function in ("sum", "mean", "stddev"):  # count needs no input; min, max,
+            by_input.setdefault(repr(aggregation.input), []).append(aggregation)  # ... are swept apart
+    for group in by_input.values():
+        values, squared = inputs[group[0].name], any(a.function == "stddev" for a in group)
+        exact = group[0].input.dtype(input_types).kind in ("int", "decimal")
+        missing = values.isna().to_numpy()
+        sums = {"n": sweep.running((~missing).astype(np.int64)) if missing.any() else running["__count"]}
         if not exact:
-            filled = values.fillna(0).astype(np.float64)
-        elif is_wide(values):
-            filled = values.where(values.notna(), 0).astype(object)
+            filled = values.to_numpy(dtype=np.float64, na_value=0.0)
+            sums["s"] = sweep.running(filled)
+            if squared:
+                sums["q"] = sweep.running(filled * filled)
         else:
-            filled = values.fillna(0).astype(np.int64)
-        columns[f"{aggregation.name}__s"] = filled
-        if aggregation.function == "stddev":
-            columns[f"{aggregation.name}__q"] = filled * filled  # int64 may wrap here: see below
-        if exact:
-            largest[aggregation.name] = max_abs(values)
-    events = _events(members, columns)
-    sign = events["_sign"]
-    signed = {name: events[name] * (sign.astype(object) if events[name].dtype == object else sign) for name in columns}
-    signed["__count"] = sign
-    frame = pd.DataFrame({"_entity": events["_entity"], "_t": events["_t"], **signed})
-    per_instant = frame.groupby(["_entity", "_t"], sort=True).sum()
-    narrow = [name for name in per_instant.columns if per_instant[name].dtype != object]
-    running = per_instant[narrow].groupby(level="_entity", sort=False).cumsum()
-    peak = int(running["__count"].max()) if len(running) else 0
-    for name, biggest in largest.items():
-        for column, reach in ((f"{name}__s", peak * biggest), (f"{name}__q", peak * biggest * biggest)):
-            if column not in columns or (reach <= INT64_MAX and columns[column].dtype != object):
-                continue  # the int64 sums are exact
-            wide = widen(columns[f"{name}__s"])
-            if column.endswith("__q"):
-                wide = wide ** 2
-            contributions = wide.iloc[_event_rows(members)].to_numpy() * sign.to_numpy().astype(object)
-            per_instant_wide = pd.DataFrame({"_entity": events["_entity"], "_t": events["_t"], "v": contributions}) \
-                .groupby(["_entity", "_t"], sort=True)["v"].sum()
-            running[column] = _cumsum_by_entity(per_instant_wide)
-    result = pd.DataFrame(index=running.index)
+            biggest = max_abs(values)
+            wide = is_wide(values)
+            filled = (values.where(~missing, 0).to_numpy(dtype=object) if wide
+                      else values.to_numpy(dtype=np.int64, na_value=0))
+            reach = peak * biggest
+            sums["s"] = sweep.running(filled if reach <= INT64_MAX else filled.astype(object))
+            if squared:
+                if wide or peak * biggest * biggest > INT64_MAX:
+                    squares = filled.astype(object) ** 2
+                else:
+                    squares = filled * filled  # fits: biggest² ≤ peak · biggest² ≤ int64
+                sums["q"] = sweep.running(squares)
+        for aggregation in group:
+            for part, total in sums.items():
+                running[f"{aggregation.name}__{part}"] = total
+    running = {name: pd.Series(values) for name, values in running.items()}
+    result = pd.DataFrame({"_entity": sweep.entities, "_t": sweep.times})
     for aggregation in aggregations:
         name, function = aggregation.name, aggregation.function
         scale = aggregation.input.dtype(input_types).scale if aggregation.input is not None else 0
         if function == "count":
-            result[name] = running["__count"].astype("Int64")
+            result[name] = _int64_column(running["__count"])
             continue
         if function not in ("sum", "mean", "stddev"):
             continue
@@ -378,29 +536,35 @@ def _running_sums(members: pd.DataFrame, aggregations: list[Aggregation], inputs
         if s.dtype == object:
             limit = INT64_MAX if function == "sum" and aggregation.input.dtype(input_types).kind == "int" \
                 else DECIMAL38_MAX
-            _refuse_beyond(s, limit, view, name, f"Σ{aggregation.input!r}")
+            _refuse_beyond(s.set_axis(sweep.index), limit, view, name, f"Σ{aggregation.input!r}")
         if function == "sum":
             if s.dtype == object:
                 result[name] = narrow_if_possible(s)
             else:
-                result[name] = s.astype("Int64") if s.dtype == np.int64 else s.astype("Float64")
+                result[name] = _int64_column(s) if s.dtype == np.int64 else s.astype("Float64")
         elif function == "mean":
             # One division of two exact integers, each rounded once to a double.
             if scale <= 9:
                 denominator = (n.astype(np.int64) * 10 ** scale).astype(np.float64)
             else:
                 denominator = n.map(lambda count: float(int(count) * 10 ** scale)).astype(np.float64)
-            mean = s.astype(np.float64) / denominator
-            result[name] = pd.Series(mean, dtype="Float64").where(n > 0)
+            mean = (s.astype(np.float64) / denominator).to_numpy()
+            # Null for an empty window (0/0), as for a NaN a float input brought in.
+            result[name] = pd.arrays.FloatingArray(mean, (n.to_numpy() == 0) | np.isnan(mean))
         elif s.dtype == np.float64:
             result[name] = _float_sample_stddev(n, s, running[f"{name}__q"], scale)
         else:
             q = running[f"{name}__q"]
             if q.dtype == object:
-                _refuse_beyond(q * n.astype(object), DECIMAL38_MAX, view, name,
+                _refuse_beyond((q * n.astype(object)).set_axis(sweep.index), DECIMAL38_MAX, view, name,
                                f"n·Σx² of {aggregation.input!r} (the exact stddev numerator)")
             result[name] = _exact_sample_stddevs(n, s, q, scale)
-    return result
+    return result  # in (entity, time) order
+
+
+def _int64_column(values: pd.Series) -> pd.arrays.IntegerArray:
+    """int64 values without nulls as Int64, with no per-value checks."""
+    return pd.arrays.IntegerArray(values.to_numpy(dtype=np.int64), np.zeros(len(values), dtype=bool))
 
 
 def _exact_sample_stddevs(n: pd.Series, s: pd.Series, q: pd.Series, scale: int) -> pd.Series:
@@ -419,26 +583,6 @@ def _exact_sample_stddevs(n: pd.Series, s: pd.Series, q: pd.Series, scale: int) 
     values = [None if c < 2 else (rounded_sqrt(top, bottom) if top > 0 else 0.0)
               for c, top, bottom in zip(counts.tolist(), numerators, denominators)]
     return pd.Series(values, index=n.index, dtype="Float64")
-
-
-def _event_rows(members: pd.DataFrame) -> np.ndarray:
-    """For each row of ``_events(members, ...)``, the member row it came from."""
-    closing = np.flatnonzero(members["_end"].to_numpy() != NO_END)
-    return np.concatenate([np.arange(len(members)), closing])
-
-
-def _cumsum_by_entity(per_instant: pd.Series) -> pd.Series:
-    """Running sums per entity of Python ints (pandas has no object cumsum), exactly."""
-    values = per_instant.to_numpy(dtype=object)
-    if not len(values):
-        return per_instant
-    totals = np.add.accumulate(values, dtype=object)
-    entities = per_instant.index.get_level_values("_entity").to_numpy()
-    first = np.concatenate([[True], entities[1:] != entities[:-1]])
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    before = np.array([0] + list(totals[starts[1:] - 1]), dtype=object)
-    return pd.Series(totals - before[group], index=per_instant.index, dtype=object)
 
 
 def _refuse_beyond(values: pd.Series, limit: int, view: FeatureView, feature: str, what: str) -> None:
@@ -506,7 +650,8 @@ def _ordered_extreme(members: pd.DataFrame, values: pd.Series, function: str) ->
     entity = members["_entity"].to_numpy()
     start, end = members["_start"].to_numpy(), members["_end"].to_numpy()
     raw = values.to_numpy(dtype=object)
-    event, lsn, key = members["_event"].to_numpy(), members["_lsn"].to_numpy(), members["_pk"].to_numpy()
+    # ``_key`` orders as ``_pk`` does: the tie-break of ``last`` (docs/semantics.md).
+    event, lsn, key = members["_event"].to_numpy(), members["_lsn"].to_numpy(), members["_key"].to_numpy()
     times = np.concatenate([start, end[end != NO_END]])
     owners = np.concatenate([np.arange(len(members)), np.flatnonzero(end != NO_END)])
     entities = np.concatenate([entity, entity[end != NO_END]])
@@ -555,8 +700,13 @@ def aggregation_history(versions: pd.DataFrame, view: FeatureView, live_after: i
         by_window.setdefault(window, []).append(aggregation)
     parts = []
     for window, aggregations in by_window.items():
-        members = _memberships(versions, view, window, live_after)
-        inputs = {a.name: exact_values(a.input, members, input_types) for a in aggregations if a.input is not None}
+        read = set().union(*[a.input.columns() for a in aggregations if a.input is not None])
+        members = _memberships(versions, view, window, live_after, read)
+        computed: dict[str, pd.Series] = {}  # one evaluation per distinct input expression
+        for aggregation in aggregations:
+            if aggregation.input is not None and repr(aggregation.input) not in computed:
+                computed[repr(aggregation.input)] = exact_values(aggregation.input, members, input_types)
+        inputs = {a.name: computed[repr(a.input)] for a in aggregations if a.input is not None}
         for aggregation in aggregations:
             kind = aggregation.input.dtype(input_types).kind if aggregation.input is not None else None
             if kind in ("int", "decimal") and is_wide(inputs[aggregation.name]):
@@ -571,17 +721,20 @@ def aggregation_history(versions: pd.DataFrame, view: FeatureView, live_after: i
             elif aggregation.function in ("min", "max", "last"):
                 extreme = _ordered_extreme(members, inputs[aggregation.name], aggregation.function)
                 swept.append(extreme.rename(aggregation.name).to_frame())
+        if not swept and len(by_window) == 1:
+            parts.append(part)  # the common case: (entity, time) columns, already in order
+            break
         # Distinct counts and extremes change only when a member with a value joins or leaves;
         # at the group's other instants (a null-valued member) they keep their last value.
+        part = part.set_index(["_entity", "_t"])
         parts.append(_align_window_groups([part, *swept]) if swept else part)
-    history = _align_window_groups(parts)
+    history = parts[0] if isinstance(parts[0].index, pd.RangeIndex) else _align_window_groups(parts).reset_index()
     output_types = view.stored_dtypes_without_derived()
     for aggregation in view.aggregations:
         column = history[aggregation.name]
         if aggregation.function in ("count", "count_distinct", "sum"):
             column = column.fillna(0)  # nothing in the window yet: count 0, sum 0
         history[aggregation.name] = _typed(column, output_types[aggregation.name])
-    history = history.reset_index()
     return history[["_entity", "_t", *[a.name for a in view.aggregations]]]
 
 
@@ -591,6 +744,8 @@ def _align_window_groups(parts: list[pd.DataFrame]) -> pd.DataFrame:
     At an instant where a group had no event, its values are those of its latest earlier
     event (a group's own nulls, like a mean over an empty window, are kept as they are).
     """
+    if len(parts) == 1:
+        return parts[0].sort_index()  # one group: its own instants, nothing to carry forward
     index = parts[0].index
     for part in parts[1:]:
         index = index.union(part.index)
@@ -603,7 +758,7 @@ def _align_window_groups(parts: list[pd.DataFrame]) -> pd.DataFrame:
         row = row.groupby(entities, sort=False).ffill()
         taken = part.iloc[row.fillna(0).astype(int).to_numpy()] if len(part) else part.reindex(index)
         for name in part.columns:
-            values = taken[name].to_numpy() if len(part) else taken[name]
+            values = taken[name].array if len(part) else taken[name]  # .array: Int64 stays exact
             column = pd.Series(values, index=index, dtype=part[name].dtype)
             aligned[name] = column.where(row.notna().to_numpy())
     return aligned
@@ -638,7 +793,8 @@ def latest_state_history(versions: pd.DataFrame, view: FeatureView) -> pd.DataFr
     rows = pd.DataFrame({"_entity": entity_of(current), "_t": current["known_from"], "_lsn": current["_lsn"],
                          "_deleted": False})
     for feature in view.features:
-        rows[feature.name] = exact_values(feature.expression, current, input_types).to_numpy()
+        # ``.array`` keeps Int64 exact; ``.to_numpy()`` of one with nulls is float64 (rounds past 2^53).
+        rows[feature.name] = exact_values(feature.expression, current, input_types).array
     gone = versions[versions["closed_by"].isin(["delete", "truncate"]).to_numpy()].reset_index(drop=True)
     deleted = pd.DataFrame({"_entity": entity_of(gone), "_t": gone["known_to"],
                             "_lsn": gone["closed_by_lsn"].astype(np.int64), "_deleted": True})
@@ -656,13 +812,18 @@ def latest_state_history(versions: pd.DataFrame, view: FeatureView) -> pd.DataFr
 
 def apply_row_transform(versions: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
     """Run the view's own pandas code on the row versions; check it kept what the engine needs."""
-    transformed = view.transform.pandas(versions.copy())
+    # The view's code sees the versions as they always were: ``_key`` is the engine's own
+    # integer code of ``_pk``, recomputed from the ``_pk`` of the rows the code kept.
+    transformed = view.transform.pandas(versions.drop(columns="_key"))
     if not isinstance(transformed, pd.DataFrame):
         raise TypeError(f"feature view {view.name!r}: transform.pandas returned {type(transformed).__name__}, not a DataFrame")
-    missing = [c for c in [*versions.columns, *view.transform.columns] if c not in transformed.columns]
+    missing = [c for c in [*versions.columns, *view.transform.columns]
+               if c not in transformed.columns and c != "_key"]
     if missing:
         raise ValueError(f"feature view {view.name!r}: transform.pandas dropped or did not add columns {missing}")
-    return _close_before_dropped_versions(transformed.reset_index(drop=True))
+    transformed = transformed.reset_index(drop=True)
+    transformed["_key"] = pd.factorize(transformed["_pk"], sort=True)[0]
+    return _close_before_dropped_versions(transformed)
 
 
 def _close_before_dropped_versions(kept: pd.DataFrame) -> pd.DataFrame:
@@ -670,8 +831,8 @@ def _close_before_dropped_versions(kept: pd.DataFrame) -> pd.DataFrame:
     if deleted (a latest-state entity has no row until a later kept version), not lasting on."""
     if kept.empty:
         return kept
-    kept = kept.sort_values(["_pk", "_lsn", "_rank"], kind="stable").reset_index(drop=True)
-    keys, lsns = kept["_pk"].to_numpy(), kept["_lsn"].to_numpy(dtype=np.int64)
+    kept = kept.sort_values(["_key", "_lsn", "_rank"], kind="stable").reset_index(drop=True)
+    keys, lsns = kept["_key"].to_numpy(), kept["_lsn"].to_numpy(dtype=np.int64)
     next_kept = np.full(len(kept), NO_END, dtype=np.int64)
     same_key = keys[1:] == keys[:-1]
     next_kept[:-1] = np.where(same_key, lsns[1:], NO_END)
@@ -684,16 +845,19 @@ def _close_before_dropped_versions(kept: pd.DataFrame) -> pd.DataFrame:
 
 def compute_history(change_log: pa.Table, view: FeatureView, emit: HistoryRange) -> pa.Table:
     """The view's value changes with valid_from in ``emit``, as an Arrow table (history_schema)."""
-    versions = row_versions(change_log_frame(change_log, view))
+    versions = row_versions(change_log_frame(change_log, view, _needed_columns(view)))
     if view.transform is not None:
         versions = apply_row_transform(versions, view)
     if view.is_aggregation_view:
         history = aggregation_history(versions, view, emit.start)
     else:
         history = latest_state_history(versions, view)
-    in_range = (history["_t"] < emit.end) if emit.start is None else \
-        (history["_t"] >= emit.start) & (history["_t"] < emit.end)
-    return finish_history(history[in_range.to_numpy()].reset_index(drop=True), view)
+    instants = history["_t"].to_numpy()
+    in_range = (instants < emit.end) if emit.start is None else (instants >= emit.start) & (instants < emit.end)
+    if not in_range.all():
+        history = history[in_range]
+        history.index = pd.RangeIndex(len(history))
+    return finish_history(history, view)
 
 
 def finish_history(history: pd.DataFrame, view: FeatureView) -> pa.Table:
@@ -712,27 +876,61 @@ def drop_unchanged_within_hour(history: pd.DataFrame, value_columns: list[str]) 
     """Drop a row equal to the entity's previous row in the same hour.
 
     The first row of an entity in each hour is always kept, so what a partition holds never
-    depends on how partitions were grouped into runs.
+    depends on how partitions were grouped into runs. Returns the kept rows in (entity,
+    time) order (the aggregation sweep's output already is: then nothing is sorted).
     """
     if history.empty:
         return history
-    history = history.sort_values(["_entity", "_t"], kind="stable").reset_index(drop=True)
-    hour = history["_t"].to_numpy() // HOUR_MICROS
-    same_group = (history["_entity"].to_numpy()[1:] == history["_entity"].to_numpy()[:-1]) & (hour[1:] == hour[:-1])
-    unchanged = np.ones(len(history) - 1, dtype=bool)
+    entity = history["_entity"]
+    codes = entity.to_numpy() if entity.dtype == np.int64 else pd.factorize(entity, sort=True)[0]
+    times = history["_t"].to_numpy(dtype=np.int64)
+    order = None
+    if not np.all((codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (times[1:] >= times[:-1]))):
+        order = _stable_order(codes, times)
+        codes, times = codes[order], times[order]
+    hour = times // HOUR_MICROS
+    unchanged = (codes[1:] == codes[:-1]) & (hour[1:] == hour[:-1])
     for name in value_columns:
-        current, previous = history[name].iloc[1:].reset_index(drop=True), history[name].iloc[:-1].reset_index(drop=True)
-        equal = (current == previous).fillna(False).to_numpy(dtype=bool) | (current.isna() & previous.isna()).to_numpy()
-        unchanged &= equal
-    drop = np.concatenate([[False], same_group & unchanged])
-    return history[~drop].reset_index(drop=True)
+        unchanged &= _same_as_previous(history[name] if order is None else history[name].take(order))
+    kept = np.flatnonzero(np.concatenate([[True], ~unchanged]))
+    kept = kept if order is None else order[kept]
+    if len(kept) == len(history) and order is None:
+        kept_rows = history.copy(deep=False)
+    else:
+        kept_rows = history.take(kept)
+    kept_rows.index = pd.RangeIndex(len(kept_rows))
+    return kept_rows
+
+
+def _same_as_previous(column: pd.Series) -> np.ndarray:
+    """Whether each value but the first equals the one before it (two nulls are equal; NaN,
+    where it is a value rather than a null, equals nothing)."""
+    missing = column.isna().to_numpy()
+    both_missing = missing[1:] & missing[:-1]
+    if isinstance(column.array, _MASKED):
+        numpy_dtype = column.dtype.numpy_dtype  # Int64, Float64, boolean: values and a null mask
+        values = column.to_numpy(dtype=numpy_dtype, na_value=numpy_dtype.type(0))
+    elif column.dtype.kind in "iufb":
+        values = column.to_numpy()
+    else:  # Python objects (wide integers, strings): pandas' own comparison
+        current, previous = column.iloc[1:].reset_index(drop=True), column.iloc[:-1].reset_index(drop=True)
+        return (current == previous).fillna(False).to_numpy(dtype=bool) | both_missing
+    return ((values[1:] == values[:-1]) & ~missing[1:] & ~missing[:-1]) | both_missing
 
 
 def to_arrow(history: pd.DataFrame, view: FeatureView) -> pa.Table:
+    """The history as the view's Arrow table, in (valid_from, entity) order.
+
+    The rows are put in order here, on integer arrays, before they become Arrow arrays.
+    (valid_from, entity) is unique, so the order is the one ``Table.sort_by`` would give."""
     schema = view.history_schema()
     stored = view.stored_dtypes()
-    arrays = [pa.array(history["_entity"].tolist(), type=schema.field(0).type),
-              micros_to_timestamp(history["_t"])]
+    entity = history["_entity"]
+    codes = entity.to_numpy() if entity.dtype == np.int64 else pd.factorize(entity, sort=True)[0]
+    order = _stable_order(history["_t"].to_numpy(dtype=np.int64), codes)
+    if np.any(order != np.arange(len(order))):
+        history = history.take(order)
+    arrays = [_arrow_array(history["_entity"], schema.field(0).type), micros_to_timestamp(history["_t"])]
     for name, dtype in stored.items():
         column = history[name]
         if dtype.kind == "decimal":
@@ -740,9 +938,17 @@ def to_arrow(history: pd.DataFrame, view: FeatureView) -> pa.Table:
         elif dtype.kind == "timestamp":
             arrays.append(micros_to_timestamp(column))
         else:
-            arrays.append(pa.array(column.astype(object).where(column.notna(), None).tolist(),
-                                   type=schema.field(name).type))
+            arrays.append(_arrow_array(column, schema.field(name).type))
     if "_deleted" in schema.names:
         arrays.append(pa.array(history["_deleted"].astype(bool).to_numpy()))
-    table = pa.Table.from_arrays(arrays, schema=schema)
-    return table.sort_by([("valid_from", "ascending"), (schema.names[0], "ascending")])
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _arrow_array(column: pd.Series, arrow_type: pa.DataType) -> pa.Array:
+    """A column as Arrow: numpy and nullable (Int64, Float64, boolean) arrays directly, their
+    nulls from the mask (a float NaN that is a value stays NaN); Python objects one by one."""
+    if isinstance(column.array, _MASKED):
+        return pa.array(column.array, type=arrow_type)
+    if column.dtype.kind in "iufb":
+        return pa.array(column.to_numpy(), type=arrow_type, from_pandas=True)  # a bare float NaN is a null
+    return pa.array(column.astype(object).where(column.notna(), None).tolist(), type=arrow_type)
