@@ -33,7 +33,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Iterator, NamedTuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,6 +45,7 @@ from feature_platform.expressions import DType
 from feature_platform.feature_view import FeatureView
 
 META = "_meta"
+T = TypeVar("T")
 SEPARATOR = b"\x1f"
 ESCAPE = "\x1e"
 TOMBSTONE = b"-"
@@ -180,6 +182,22 @@ def pack_rows(batch: pa.RecordBatch, layout: ValueLayout) -> list[bytes]:
     return pc.cast(live, pa.binary()).to_pylist()
 
 
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """Yield ``items`` while a worker thread already makes the next one.
+
+    Reading a batch (DuckDB) and packing it (Arrow) run outside the GIL, so they proceed
+    while this thread waits for Redis to answer the previous batch's writes.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-write-ahead") as worker:
+        pending = worker.submit(next, items, _DONE)
+        while (item := pending.result()) is not _DONE:
+            pending = worker.submit(next, items, _DONE)
+            yield item
+
+
+_DONE = object()
+
+
 class StoredRow(NamedTuple):
     """What a read found for one entity: its valid-from (µs) and raw values, or a tombstone."""
 
@@ -237,14 +255,15 @@ class RedisOnlineStore:
         tombstone_ms = int(max(view.ttl * 4, timedelta(days=7)).total_seconds() * 1000)
         header = [str(expire_ms), str(tombstone_ms)]
         prefix = self.key(view, "")
+
+        def prepared(batch: pa.RecordBatch) -> tuple[list[str], list[bytes]]:
+            keys = pc.binary_join_element_wise(prefix, pc.cast(batch.column(view.entity.join_key), pa.string()), "")
+            return keys.to_pylist(), pack_rows(batch, layout)
+
         summary = WriteSummary()
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            keys = pc.binary_join_element_wise(prefix, pc.cast(batch.column(view.entity.join_key), pa.string()),
-                                               "").to_pylist()
-            summary.rows += batch.num_rows
-            summary.applied += self._call_in_groups(keys, pack_rows(batch, layout), header, keys_per_call)
+        for keys, rows in read_ahead(prepared(batch) for batch in batches if batch.num_rows):
+            summary.rows += len(keys)
+            summary.applied += self._call_in_groups(keys, rows, header, keys_per_call)
         return summary
 
     def _call_in_groups(self, keys: list[str], rows: list[bytes], header: list[str], keys_per_call: int) -> int:

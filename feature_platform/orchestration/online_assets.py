@@ -7,9 +7,7 @@ never regress, syncing more than needed is harmless, and a partition synced out 
 cannot make Redis claim values it does not hold.
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Iterator
 
 import dagster as dg
 import duckdb
@@ -70,19 +68,6 @@ def latest_rows(paths: list[str], join_key: str):
         connection.close()
 
 
-def read_ahead(batches: Iterator) -> Iterator:
-    """Yield ``batches`` while a worker thread already fetches the next one.
-
-    DuckDB computes a batch outside the GIL, so it works on the next batch while this thread
-    packs the current one and waits for Redis: the two overlap instead of taking turns.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-sync-read") as worker:
-        pending = worker.submit(next, batches, None)
-        while (batch := pending.result()) is not None:
-            pending = worker.submit(next, batches, None)
-            yield batch
-
-
 def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnlineStore,
               window_start: datetime, first_partition: datetime) -> dict:
     horizon = offline.horizon(view, first_partition)
@@ -103,7 +88,7 @@ def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnli
     hours = [h for h in offline.known_partitions(view, first_partition) if start <= h < horizon]
     paths = [offline.store.uri_of(offline.partition_path(view, hour)) for hour in hours]
     pause_point("online-sync", f"{view.name}:before-write")  # inert outside fault-injection tests
-    summary = online.write_latest(view, read_ahead(latest_rows(paths, view.entity.join_key))) if paths else None
+    summary = online.write_latest(view, latest_rows(paths, view.entity.join_key)) if paths else None
     # A crash here leaves the rows written and synced_through where it was: the next run
     # rewrites the same rows (ties are harmless) and only then moves synced_through.
     pause_point("online-sync", f"{view.name}:written")
