@@ -13,7 +13,9 @@ change log outgrows one machine. Step by step, with the pandas function each one
 1. **Loading** (``change_log_frame``): a decimal(p,s) becomes its unscaled ``decimal(p,0)``
    (``unit_price * 100``), a timestamp its microseconds (``unix_micros``), an int a ``long``.
    Nothing is a float before a mean, a stddev or a division; sums of ints and decimals are
-   ``DECIMAL(38,0)`` with ``try_`` arithmetic, so they are exact or a named error.
+   ``DECIMAL(38,0)`` with ``try_`` arithmetic, so they are exact or a named error. (They
+   are first computed in longs, and again in ``DECIMAL(38,0)`` only if a long overflowed:
+   ``_narrowed``.)
 2. **Row versions** (``row_versions``): a window over ``_pk`` ordered by ``(_lsn, op rank)``.
    ``lead(_commit)`` is ``known_to`` (the key's next change, a delete included, closes a
    version). A TOASTed column takes the value of the latest earlier *version* of the key
@@ -23,7 +25,8 @@ change log outgrows one machine. Step by step, with the pandas function each one
    here (``transform.spark``).
 3. **Memberships** (``_memberships``): ``[max(known_from, event), min(known_to, event + W))``
    for every window group at once (W None: open), dropping empty ones and ones that ended
-   before ``emit.start``; then hash-partitioned by entity and checkpointed. Everything after
+   before ``emit.start``; then hash-partitioned by entity (and checkpointed if several
+   pieces below read them). Everything after
    is keyed by entity, so it runs without another shuffle until the final union.
 4. **Sweeps** per window group (``_running_sums``, ``_distinct_counts``, ``_ordered_extreme``):
    +1 at a membership's start, -1 at its end (``explode``), summed per (entity, instant),
@@ -59,7 +62,10 @@ broken by the change log's row order here too: the Arrow table's row index, or (
 row in file) for Parquet paths. Built change-log partitions hold no such duplicates.
 
 Speed: run it with ``spark_session.get_spark()``'s settings (adaptive execution off: with it
-on, the plans need three times the jobs and its checkpoints forget their partitioning).
+on, the plans need three times the jobs and its checkpoints forget their partitioning). On
+workload B (bench/ours.py cdc spark) a fresh JVM's first computation was mostly the JIT
+compiling Spark (hence the C1-only JIT of local sessions), then sorting (the window by key,
+then by entity and instant) and, before the long pass, BigDecimal arithmetic.
 """
 
 from __future__ import annotations
