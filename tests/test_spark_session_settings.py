@@ -29,7 +29,8 @@ def test_the_master_from_the_environment_decides(monkeypatch):
     assert JIT not in session_settings()[1]
     monkeypatch.setenv("FP_SPARK_MASTER", "local[2]")
     assert session_settings()[1][JIT] == LOCAL_CONF[JIT]
-    assert session_settings(None, {"spark.master": "spark://m:7077"}) == ("spark://m:7077", session_settings("spark://m:7077")[1])
+    named = session_settings(None, {"spark.master": "spark://m:7077"})
+    assert named == ("spark://m:7077", session_settings("spark://m:7077")[1])
 
 
 def test_the_callers_jvm_options_win():
