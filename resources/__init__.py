@@ -6,7 +6,7 @@ import dagster as dg
 from dagster_pyspark import PySparkResource
 
 from feature_platform.config import Settings
-from feature_platform.engines.spark_session import DEFAULT_CONF
+from feature_platform.engines.spark_session import DEFAULT_CONF, LOCAL_CONF
 from feature_platform.orchestration.online_assets import RedisResource
 from feature_platform.orchestration.resources import LandingZoneResource, OfflineStoreResource
 
@@ -23,6 +23,7 @@ def spark_config(settings: Settings) -> dict[str, str]:
     if settings.spark_master.startswith("local"):
         conf.update({"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1",
                      "spark.pyspark.python": sys.executable})
+        conf.update(LOCAL_CONF)  # the JVM settings of a local session (spark_session.LOCAL_CONF)
     conf.update(settings.spark_conf)  # the operator's word is last
     return conf
 

@@ -13,7 +13,9 @@ change log outgrows one machine. Step by step, with the pandas function each one
 1. **Loading** (``change_log_frame``): a decimal(p,s) becomes its unscaled ``decimal(p,0)``
    (``unit_price * 100``), a timestamp its microseconds (``unix_micros``), an int a ``long``.
    Nothing is a float before a mean, a stddev or a division; sums of ints and decimals are
-   ``DECIMAL(38,0)`` with ``try_`` arithmetic, so they are exact or a named error.
+   ``DECIMAL(38,0)`` with ``try_`` arithmetic, so they are exact or a named error. (They
+   are first computed in longs, and again in ``DECIMAL(38,0)`` only if a long overflowed:
+   ``_narrowed``.)
 2. **Row versions** (``row_versions``): a window over ``_pk`` ordered by ``(_lsn, op rank)``.
    ``lead(_commit)`` is ``known_to`` (the key's next change, a delete included, closes a
    version). A TOASTed column takes the value of the latest earlier *version* of the key
@@ -23,7 +25,8 @@ change log outgrows one machine. Step by step, with the pandas function each one
    here (``transform.spark``).
 3. **Memberships** (``_memberships``): ``[max(known_from, event), min(known_to, event + W))``
    for every window group at once (W None: open), dropping empty ones and ones that ended
-   before ``emit.start``; then hash-partitioned by entity and checkpointed. Everything after
+   before ``emit.start``; then hash-partitioned by entity (and checkpointed if several
+   pieces below read them). Everything after
    is keyed by entity, so it runs without another shuffle until the final union.
 4. **Sweeps** per window group (``_running_sums``, ``_distinct_counts``, ``_ordered_extreme``):
    +1 at a membership's start, -1 at its end (``explode``), summed per (entity, instant),
@@ -59,7 +62,10 @@ broken by the change log's row order here too: the Arrow table's row index, or (
 row in file) for Parquet paths. Built change-log partitions hold no such duplicates.
 
 Speed: run it with ``spark_session.get_spark()``'s settings (adaptive execution off: with it
-on, the plans need three times the jobs and its checkpoints forget their partitioning).
+on, the plans need three times the jobs and its checkpoints forget their partitioning). On
+workload B (bench/ours.py cdc spark) a fresh JVM's first computation was mostly the JIT
+compiling Spark (hence the C1-only JIT of local sessions), then sorting (the window by key,
+then by entity and instant) and, before the long pass, BigDecimal arithmetic.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ __all__ = ["compute_history_spark"]
 
 WIDE = "decimal(38,0)"  # exact integers: unscaled decimals, sums, sums of squares
 _OVERFLOW = "feature-platform overflow: "  # marks our raise_error messages inside Spark's errors
+_WIDEN = "feature-platform widen: "  # a long overflowed in the narrow pass: compute again in DECIMAL(38,0)
+LONG_MIN = -2**63
 
 _SPARK_TYPES = {"int": "long", "decimal": WIDE, "timestamp": "long", "float": "double",
                 "bool": "boolean", "string": "string"}
@@ -228,12 +236,12 @@ def _with_approximations(frame, expressions: list[Expr], types: dict[str, DType]
     return frame.select("*", *[F.col(name).cast("double").alias(_APPROX + name) for name in names]) if names else frame
 
 
-def _memberships(versions, view: FeatureView, groups, live_after: int | None):
+def _memberships(versions, view: FeatureView, groups, live_after: int | None, narrow: bool):
     """Every version's membership in each window group (``_memberships``), by entity.
 
     ``[max(known_from, event), min(known_to, event + W))``; empty ones vanish, and so do
     ones that ended before ``live_after`` (added and removed before the range: no net
-    effect on any value in it).
+    effect on any value in it). ``narrow``: exact inputs as longs (``_narrowed``).
     """
     from pyspark.sql import functions as F
 
@@ -245,7 +253,7 @@ def _memberships(versions, view: FeatureView, groups, live_after: int | None):
     members = usable.select(
         F.col(view.entity_column).alias("_entity"), event.alias("_event"), "known_from", "known_to",
         "_lsn", "_pk", "_rank", "_seq",
-        *[_guarded(a.input, input_types, view, a.name, F.col(view.entity_column), start).alias(_input_name(a))
+        *[_input_column(a, input_types, view, start, narrow).alias(_input_name(a))
           for a in view.aggregations if a.input is not None],
         F.explode(F.array(*[F.lit(index) for index in range(len(groups))])).alias("_group"))
     window = F.lit(None).cast("long")
@@ -260,6 +268,45 @@ def _memberships(versions, view: FeatureView, groups, live_after: int | None):
         keep = keep & (F.col("_end") >= F.lit(live_after))  # an exit at the range start is in the range
     partitions = int(versions.sparkSession.conf.get("spark.sql.shuffle.partitions"))
     return members.filter(keep).repartition(partitions, "_entity")
+
+
+def _input_column(aggregation: Aggregation, input_types: dict[str, DType], view: FeatureView, start, narrow: bool):
+    """An aggregation's input value; an exact one as a long in the narrow pass."""
+    from pyspark.sql import functions as F
+
+    value = _guarded(aggregation.input, input_types, view, aggregation.name, F.col(view.entity_column), start)
+    if narrow and aggregation.input.dtype(input_types).kind in ("int", "decimal"):
+        return _narrowed(value)
+    return value
+
+
+def _narrowed(value):
+    """An exact (integral) value as a long, or the ``_WIDEN`` error where it is not one.
+
+    Spark sums longs several times faster than DECIMAL(38,0) (a Java BigDecimal per value),
+    and the values of real change logs fit a long, so the engine computes in longs first and
+    again in DECIMAL(38,0) only if a value, square or sum left the long range
+    (``compute_history_spark``). The long minimum counts as outside: its negation (an event
+    leaving) would not fit.
+    """
+    from pyspark.sql import functions as F
+
+    as_long = value.try_cast("long")
+    fits = as_long.isNotNull() & (as_long != F.lit(LONG_MIN))
+    return F.when(value.isNull() | fits, as_long).otherwise(_widen_error())
+
+
+def _widen_error():
+    from pyspark.sql import functions as F
+
+    return F.raise_error(F.lit(f"{_WIDEN}a value, square or sum is beyond a long"))
+
+
+def _refuse_long_null(column):
+    """``column``, or the ``_WIDEN`` error where a ``try_`` operation on longs overflowed."""
+    from pyspark.sql import functions as F
+
+    return F.when(column.isNull(), _widen_error()).otherwise(column)
 
 
 def _events(members, columns: list[str]):
@@ -281,15 +328,21 @@ def _by_entity(*, running: bool):
     return window.rowsBetween(Window.unboundedPreceding, Window.currentRow) if running else window
 
 
-def _running_sums(members, aggregations: list[Aggregation], input_types: dict[str, DType], view: FeatureView):
+def _running_sums(members, aggregations: list[Aggregation], input_types: dict[str, DType], view: FeatureView,
+                  narrow: bool):
     """count, sum, mean, stddev at every instant of the group (``_running_sums``).
 
     Returns (_entity, _t, values...): one row per instant at which a member of the group
     joins or leaves, which is the group's index. Exact inputs are summed as DECIMAL(38,0)
     with ``try_*`` arithmetic: a value beyond 38 digits becomes a named error
-    (``_refuse_null``), never a wrapped or silently dropped one.
+    (``_refuse_null``), never a wrapped or silently dropped one. In the ``narrow`` pass
+    they are summed as longs, and an overflow is the ``_WIDEN`` error instead (the sums are
+    DECIMAL(38,0) again afterwards, so what follows is the same in both passes).
     """
     from pyspark.sql import functions as F
+
+    def refuse(column, feature: str, what: str, moment):
+        return _refuse_long_null(column) if narrow else _refuse_null(column, view, feature, what, moment)
 
     contributions: dict[str, object] = {}
     for aggregation in aggregations:
@@ -297,15 +350,14 @@ def _running_sums(members, aggregations: list[Aggregation], input_types: dict[st
             continue
         value = F.col(_input_name(aggregation))
         exact = aggregation.input.dtype(input_types).kind in ("int", "decimal")
-        kind = WIDE if exact else "double"
+        kind = ("long" if narrow else WIDE) if exact else "double"
         filled = F.coalesce(value.cast(kind), F.lit(0).cast(kind))
         contributions[f"{aggregation.name}__n"] = F.when(value.isNotNull(), F.lit(1)).otherwise(F.lit(0)).cast("long")
         contributions[f"{aggregation.name}__s"] = filled
         if aggregation.function == "stddev":
             square = F.try_multiply(filled, filled) if exact else filled * filled
             if exact:
-                square = _refuse_null(square, view, aggregation.name, f"the square of {aggregation.input!r}",
-                                      F.col("_start"))
+                square = refuse(square, aggregation.name, f"the square of {aggregation.input!r}", F.col("_start"))
             contributions[f"{aggregation.name}__q"] = square
     members = members.select("_entity", "_start", "_end", *[c.alias(n) for n, c in contributions.items()])
     events = _events(members, list(contributions))
@@ -316,13 +368,13 @@ def _running_sums(members, aggregations: list[Aggregation], input_types: dict[st
         F.sum("_sign").alias("__count"),
         *[(F.try_sum if name in exact_sums else F.sum)(column).alias(name) for name, column in signed.items()])
     running = per_instant.select("_entity", "_t", *[
-        _refuse_null(F.col(name), view, _aggregation_of(aggregations, name).name, "a sum", F.col("_t"))
+        refuse(F.col(name), _aggregation_of(aggregations, name).name, "a sum", F.col("_t"))
         .alias(name) if name in exact_sums else F.col(name) for name in ["__count", *contributions]])
     running = running.select("_entity", "_t", *[
         (F.try_sum if name in exact_sums else F.sum)(name).over(_by_entity(running=True)).alias(name)
         for name in ["__count", *contributions]])
     running = running.select("_entity", "_t", *[
-        _refuse_null(F.col(name), view, _aggregation_of(aggregations, name).name, "a sum", F.col("_t")).alias(name)
+        refuse(F.col(name), _aggregation_of(aggregations, name).name, "a sum", F.col("_t")).cast(WIDE).alias(name)
         if name in exact_sums else F.col(name) for name in ["__count", *contributions]])
     outputs = []
     for aggregation in aggregations:
@@ -497,17 +549,24 @@ def _ordered_extreme(members, aggregation: Aggregation):
     return joined.groupBy("_entity", "_t").agg(result.alias("_value"))
 
 
-def _aggregation_history(versions, view: FeatureView, live_after: int | None):
-    """Every value change of an aggregation view: (_entity, _t, feature values...)."""
+def _aggregation_history(versions, view: FeatureView, live_after: int | None, narrow: bool):
+    """Every value change of an aggregation view: (_entity, _t, feature values...); ``narrow``:
+    exact inputs and sums as longs (``_narrowed``)."""
     from pyspark.sql import functions as F
 
     input_types = view.input_dtypes()
     groups = _window_groups(view)
-    members = _computed_once(_memberships(versions, view, groups, live_after))
+    members = _memberships(versions, view, groups, live_after, narrow)
+    # The pieces below each read the memberships: a group's sums, and each count_distinct,
+    # min, max or last. Read more than once, they are materialized once; read once (one
+    # window group of counts, sums and means), the whole computation stays one Spark job.
+    readers = len(groups) + sum(a.function in ("count_distinct", "min", "max", "last") for a in view.aggregations)
+    if readers > 1:
+        members = _computed_once(members)
     pieces = []
     for index, (_, aggregations) in enumerate(groups):
         group = members.filter(F.col("_group") == F.lit(index))
-        sums = _running_sums(group, aggregations, input_types, view)
+        sums = _running_sums(group, aggregations, input_types, view, narrow)
         names = [a.name for a in aggregations if a.function in ("count", "sum", "mean", "stddev")]
         pieces.append(sums.select("_entity", "_t", F.struct(F.col("_t").alias("t"), *names).alias(f"__group_{index}")))
         for aggregation in aggregations:
@@ -553,9 +612,13 @@ def _align_window_groups(view: FeatureView, groups, pieces: list):
     in_order = Window.partitionBy("_entity").orderBy("_t", "_piece")
     so_far = in_order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     structs = [name for name in union.columns if name.startswith("__")]
-    carried = union.select("_entity", "_t", *[F.last(name, ignorenulls=True).over(so_far).alias(name) for name in structs],
-                           F.lead("_t").over(in_order).alias("_next_t"))
-    carried = carried.filter(F.col("_next_t").isNull() | (F.col("_next_t") != F.col("_t")))
+    if len(pieces) == 1:
+        # A single group of sums: already one row per (entity, instant), nothing to carry.
+        carried = pieces[0]
+    else:
+        carried = union.select("_entity", "_t", *[F.last(name, ignorenulls=True).over(so_far).alias(name)
+                                                  for name in structs], F.lead("_t").over(in_order).alias("_next_t"))
+        carried = carried.filter(F.col("_next_t").isNull() | (F.col("_next_t") != F.col("_t")))
     values = []
     for index, (_, aggregations) in enumerate(groups):
         row = F.col(f"__group_{index}")
@@ -645,8 +708,13 @@ def compute_history_spark(spark, change_log: pa.Table | Iterable[str], view: Fea
     the offline store holds raises ``ValueOverflowError`` naming view, feature and entity.
     """
     try:
-        return _compute_history(spark, change_log, view, emit)
-    except Exception as error:  # Spark wraps our raise_error in its own exception types
+        try:
+            return _compute_history(spark, change_log, view, emit, narrow=True)
+        except Exception as error:  # Spark wraps our raise_error in its own exception types
+            if _WIDEN not in str(error):
+                raise
+        return _compute_history(spark, change_log, view, emit, narrow=False)
+    except Exception as error:
         text = str(error)
         if _OVERFLOW not in text:
             raise
@@ -655,7 +723,8 @@ def compute_history_spark(spark, change_log: pa.Table | Iterable[str], view: Fea
         raise ValueOverflowError(message) from None
 
 
-def _compute_history(spark, change_log: pa.Table | Iterable[str], view: FeatureView, emit: HistoryRange) -> pa.Table:
+def _compute_history(spark, change_log: pa.Table | Iterable[str], view: FeatureView, emit: HistoryRange,
+                     narrow: bool) -> pa.Table:
     from pyspark.sql import functions as F
 
     if view.transform is not None:
@@ -670,7 +739,7 @@ def _compute_history(spark, change_log: pa.Table | Iterable[str], view: FeatureV
     if view.transform is not None:
         versions = _apply_row_transform(versions, view)
     if view.is_aggregation_view:
-        history = _aggregation_history(versions, view, emit.start)
+        history = _aggregation_history(versions, view, emit.start, narrow)
     else:
         history = _latest_state_history(versions, view)
     in_range = F.col("_t") < F.lit(emit.end)

@@ -4,7 +4,8 @@ Starting a SparkSession takes 4–16 s here (../shared/DEPENDENCIES.md, trap 5),
 caller in a process gets the same one: the first call builds it, later calls return it as
 long as it is alive. It is tuned for the engine's small, many-stage queries: a few shuffle
 partitions, no UI, quiet logs, and UTC as the session time zone so that timestamps cross the
-Arrow boundary as the microseconds they are.
+Arrow boundary as the microseconds they are; in local mode the JVM also stops at the JIT's
+first tier (``LOCAL_CONF``).
 
 ``spark.master`` comes from, in order: the ``master`` argument, a ``spark.master`` entry in
 ``conf``, the ``FP_SPARK_MASTER`` environment variable, then ``local[2]``.
@@ -40,6 +41,18 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.sql.ansi.enabled": "true",
 }
 
+# Only for a local master, where this JVM is also the only executor, and only unless the
+# caller names the option itself. A query's work here is seconds, and the first query of a
+# process (a Dagster run's, a benchmark's) spends most of its CPU in the JIT compiling Spark
+# itself: measured on workload B (bench/ours.py cdc spark), C2 compiled code for 40-50 s of
+# CPU. Stopping at the C1 tier cuts a fresh session's first computation by a third at 1M
+# events (by half at 250k) for steady-state code ~1.4x slower, which such short sessions
+# never reach. "default" options come before spark.driver.extraJavaOptions, so an operator's
+# own JVM options still apply (and a later -XX:TieredStopAtLevel there wins).
+LOCAL_CONF: dict[str, str] = {
+    "spark.driver.defaultJavaOptions": "-XX:TieredStopAtLevel=1",
+}
+
 _lock = threading.Lock()
 _session = None
 
@@ -49,6 +62,17 @@ def _alive(session) -> bool:
         return session is not None and not session.sparkContext._jsc.sc().isStopped()
     except Exception:  # a session whose JVM is gone
         return False
+
+
+def session_settings(master: str | None = None, conf: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """The master and settings ``get_spark`` builds a session with (see the module docstring)."""
+    settings = {**DEFAULT_CONF, **{key: str(value) for key, value in (conf or {}).items()}}
+    chosen_master = master or settings.pop("spark.master", None) or os.environ.get("FP_SPARK_MASTER") \
+        or DEFAULT_MASTER
+    settings.pop("spark.master", None)
+    if chosen_master.startswith("local"):
+        settings = {**LOCAL_CONF, **settings}
+    return chosen_master, settings
 
 
 def get_spark(master: str | None = None, **conf: str):
@@ -68,10 +92,7 @@ def get_spark(master: str | None = None, **conf: str):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         from pyspark.sql import SparkSession
 
-        settings = {**DEFAULT_CONF, **{key: str(value) for key, value in conf.items()}}
-        chosen_master = master or settings.pop("spark.master", None) or os.environ.get("FP_SPARK_MASTER") \
-            or DEFAULT_MASTER
-        settings.pop("spark.master", None)
+        chosen_master, settings = session_settings(master, conf)
         builder = SparkSession.builder.master(chosen_master).appName("feature-platform")
         for key, value in settings.items():
             builder = builder.config(key, value)
