@@ -206,6 +206,7 @@ def online_read(size: str, table: Table, results: dict, iterations: int) -> None
 def compare_histories(ours: Path, other: Path) -> int:
     """Rows of one history that the other lacks (both ways), money compared in exact cents."""
     connection = duckdb.connect()
+    connection.execute("SET enable_progress_bar = false").fetchall()
     normalized = """SELECT customer_id, valid_from, order_count_30d, {cents} AS cents, avg_order_value_30d
                     FROM read_parquet('{path}')"""
     def cents(path: Path) -> str:
