@@ -154,7 +154,11 @@ def cdc(engine: str, change_log: str, out: str) -> dict:
         from feature_platform.engines.spark_session import get_spark
 
         began = time.perf_counter()
-        spark = get_spark(os.environ.get("FP_SPARK_MASTER", "local[2]"))
+        from feature_platform.config import parse_spark_conf
+
+        # FP_SPARK_CONF as the platform reads it (e.g. spark.driver.memory=8g for 16M events)
+        spark = get_spark(os.environ.get("FP_SPARK_MASTER", "local[2]"),
+                          **parse_spark_conf(os.environ.get("FP_SPARK_CONF", "")))
         extra["session_start_s"] = time.perf_counter() - began
     with PeakRss() as rss:
         began = time.perf_counter()
