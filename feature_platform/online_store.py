@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import redis
 from redis.cluster import RedisCluster
 
-from feature_platform.expressions import DType
+from feature_platform.expressions import TIMESTAMP, DType
 from feature_platform.feature_view import FeatureView
 
 META = "_meta"
@@ -168,8 +168,7 @@ def _decode_text(raw: bytes) -> str:
 def pack_rows(batch: pa.RecordBatch, layout: ValueLayout) -> list[bytes]:
     """Each history row of ``batch`` as its packed Redis value, built column-wise by Arrow."""
     rows = batch.num_rows
-    valid_from = pc.cast(pc.cast(pc.cast(batch.column("valid_from"), pa.timestamp("us", tz="UTC")), pa.int64()),
-                         pa.string())
+    valid_from = encode_arrow(batch.column("valid_from"), TIMESTAMP)
     encoded = [encode_arrow(batch.column(name), dtype) for name, dtype in zip(layout.names, layout.dtypes)]
     null_mask = (pc.binary_join_element_wise(*[pc.if_else(pc.is_null(c), "1", "0") for c in encoded], "")
                  if encoded else pa.array([""] * rows))
