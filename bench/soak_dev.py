@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -48,14 +47,6 @@ from feature_platform.online_store import RedisOnlineStore  # noqa: E402
 
 CUSTOMERS = list(range(1001, 1011))
 PROJECT = "soak"
-
-
-def ui_answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def land_batch(landing: Path, number: int, orders_per_batch: int, now: datetime) -> tuple[str, Counter]:
@@ -128,6 +119,7 @@ def overlapping_sensor_runs(instance) -> list[tuple[str, str]]:
 
 
 def soak(batches: int, interval: float, orders_per_batch: int, workdir: Path, timeout: float) -> dict:
+    from conftest import dagster_ui_answers
     from feature_platform.cdc.change_log import file_id
     from feature_platform.embedded_redis import find_free_port, start_embedded_redis
     from feature_platform.storage import Store
@@ -165,7 +157,7 @@ def soak(batches: int, interval: float, orders_per_batch: int, workdir: Path, ti
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"soak did not finish within {timeout:.0f} s {what}:\n{log.read_text()[-3000:]}")
 
-            while not ui_answers(port):
+            while not dagster_ui_answers(port):
                 check_alive("while starting")
                 time.sleep(1)
             started = time.monotonic()

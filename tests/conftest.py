@@ -17,11 +17,17 @@ import copy
 import gzip
 import json
 import os
+import urllib.request
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
 
+import psycopg2
 import pytest
 
 from assets.sources import orders
@@ -244,3 +250,46 @@ def make_stores(root: Path | str) -> Stores:
 @pytest.fixture
 def stores(tmp_path) -> Stores:
     return make_stores(tmp_path)
+
+
+# -- real servers shared by several tests -------------------------------------------------------
+
+POSTGRES_URL = os.environ.get("FP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/feature_platform_test")
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    host: str
+    port: int
+    user: str
+    password: str
+    name: str
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[PostgresDatabase]:
+    """A new, empty database on the tests' PostgreSQL server, dropped afterwards (even while
+    connections to it are still open)."""
+    url = urlparse(POSTGRES_URL)
+    database = PostgresDatabase(url.hostname, url.port or 5432, url.username or "postgres", url.password or "",
+                                f"{prefix}_{uuid.uuid4().hex[:10]}")
+    admin = psycopg2.connect(host=database.host, port=database.port, user=database.user, password=url.password,
+                             dbname=url.path.lstrip("/") or "postgres")
+    admin.autocommit = True
+    try:
+        admin.cursor().execute(f'CREATE DATABASE "{database.name}"')
+        try:
+            yield database
+        finally:
+            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+def dagster_ui_answers(port: int) -> bool:
+    """The Dagster webserver on 127.0.0.1:``port`` answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from assets.sources import orders
 from feature_platform.embedded_redis import find_free_port
 from feature_platform.online_store import RedisOnlineStore
 from feature_platform.orchestration.partitions import partition_key_of
-from tests.conftest import current_hour, dumps, landing_name, ms, order_message, order_row, write_landing_file
+from tests.conftest import (current_hour, dagster_ui_answers, dumps, landing_name, ms, order_message, order_row,
+                            write_landing_file)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,14 +36,6 @@ def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen, 
             return value
         time.sleep(2)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}:\n" + log.read_text()[-4000:])
-
-
-def ui_answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.timeout(420)
@@ -62,7 +54,7 @@ def test_dev_command_runs_the_sensor_and_materializes(tmp_path):
                                    stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
     try:
-        wait_until(lambda: ui_answers(port), 180, "the Dagster UI", process, log)
+        wait_until(lambda: dagster_ui_answers(port), 180, "the Dagster UI", process, log)
         redis_url = wait_until(
             lambda: next((line.split("at ", 1)[1].split(",")[0] for line in log.read_text().splitlines()
                           if "embedded redis-server" in line), None), 30, "the embedded Redis", process, log)
@@ -102,7 +94,7 @@ def test_dev_command_runs_the_sensor_and_materializes(tmp_path):
             raise AssertionError("scripts/dev did not stop within 120 s of SIGTERM:\n" + log.read_text()[-4000:])
     text = log.read_text()
     assert process.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), text[-3000:]
-    assert not ui_answers(port)
+    assert not dagster_ui_answers(port)
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
 

@@ -33,7 +33,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import dagster as dg
-import psycopg2
 import pytest
 import redis
 import yaml
@@ -46,12 +45,12 @@ from assets.feature_views import customer_orders
 from feature_platform.embedded_redis import find_free_port
 from feature_platform.online_store import RedisOnlineStore
 from feature_platform.orchestration.partitions import partition_key_of
-from tests.conftest import current_hour, dumps, landing_name, ms, order_message, order_row, write_landing_file
+from tests.conftest import (current_hour, dagster_ui_answers, dumps, fresh_postgres_database, landing_name, ms,
+                            order_message, order_row, write_landing_file)
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
-POSTGRES_URL = os.environ.get("FP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/feature_platform_test")
 REDIS_URL = os.environ.get("FP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 LOCATION = "feature_platform"
 SENSOR = "cdc_landing_sensor"
@@ -175,14 +174,6 @@ query Run($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { sta
 """
 
 
-def webserver_answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def code_server_loaded(port: int) -> bool:
     """The code server answers and has loaded definitions.py (it loads after it starts listening)."""
     try:
@@ -207,21 +198,12 @@ def location_loaded(port: int) -> bool:
 @pytest.fixture
 def fresh_database():
     """A new, empty PostgreSQL database for this test's Dagster instance, dropped afterwards."""
-    url = urlparse(POSTGRES_URL)
-    database = f"fp_deploy_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host=url.hostname, port=url.port or 5432, user=url.username or "postgres",
-                             password=url.password, dbname=url.path.lstrip("/") or "postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{database}"')
-    try:
+    with fresh_postgres_database("fp_deploy") as database:
         yield {
-            "DAGSTER_POSTGRES_HOST": url.hostname, "DAGSTER_POSTGRES_PORT": str(url.port or 5432),
-            "DAGSTER_POSTGRES_USER": url.username or "postgres", "DAGSTER_POSTGRES_PASSWORD": url.password or "",
-            "DAGSTER_POSTGRES_DB": database,
+            "DAGSTER_POSTGRES_HOST": database.host, "DAGSTER_POSTGRES_PORT": str(database.port),
+            "DAGSTER_POSTGRES_USER": database.user, "DAGSTER_POSTGRES_PASSWORD": database.password,
+            "DAGSTER_POSTGRES_DB": database.name,
         }
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
 
 
 # -- the topology test -------------------------------------------------------------------------
@@ -327,7 +309,7 @@ def test_deploy_topology_sensor_queue_redis_and_daemon_restart(tmp_path, fresh_d
         topology.start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port),
                                      "-w", workspace_file])
         topology.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace_file])
-        topology.wait_until(lambda: webserver_answers(web_port), 90, "the webserver", 2)
+        topology.wait_until(lambda: dagster_ui_answers(web_port), 90, "the webserver", 2)
         topology.wait_until(lambda: location_loaded(web_port), 60, "the webserver to load the gRPC location", 2)
 
         # The CDC sensor is on by default: the daemon ticks it with no `dagster sensor start`.

@@ -4,13 +4,9 @@ Uses the real PostgreSQL that scripts/test makes sure of (FP_TEST_POSTGRES_URL),
 ``scheme: postgresql+psycopg2`` setting that SQLAlchemy 2.x needs (shared/DEPENDENCIES.md).
 """
 
-import os
-import uuid
 from datetime import timedelta
-from urllib.parse import urlparse
 
 import dagster as dg
-import psycopg2
 import pytest
 import yaml
 
@@ -18,37 +14,29 @@ from assets.sources import orders
 from feature_platform.orchestration.cdc_sensor import build_cdc_sensor
 from feature_platform.orchestration.change_log_assets import build_change_log_asset, change_log_key
 from feature_platform.orchestration.partitions import hourly_partitions, partition_key_of
-from tests.conftest import current_hour, dumps, landing_name, ms, order_message, order_row, write_landing_file
-
-POSTGRES_URL = os.environ.get("FP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/feature_platform_test")
+from tests.conftest import (current_hour, dumps, fresh_postgres_database, landing_name, ms, order_message, order_row,
+                            write_landing_file)
 
 
 @pytest.fixture
 def postgres_instance(tmp_path):
     """A Dagster instance whose run, event-log and schedule storage live in a fresh PG schema-free database."""
-    url = urlparse(POSTGRES_URL)
-    database = f"fp_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host=url.hostname, port=url.port or 5432, user=url.username or "postgres",
-                             password=url.password, dbname=url.path.lstrip("/") or "postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{database}"')
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    config = {
-        "storage": {"postgres": {"postgres_db": {
-            "hostname": url.hostname, "port": url.port or 5432, "username": url.username or "postgres",
-            "password": url.password or "", "db_name": database, "scheme": "postgresql+psycopg2",
-        }}},
-        "telemetry": {"enabled": False},
-    }
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    instance = dg.DagsterInstance.from_config(str(home))
-    try:
-        yield instance
-    finally:
-        instance.dispose()
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
+    with fresh_postgres_database("fp_test") as database:
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        config = {
+            "storage": {"postgres": {"postgres_db": {
+                "hostname": database.host, "port": database.port, "username": database.user,
+                "password": database.password, "db_name": database.name, "scheme": "postgresql+psycopg2",
+            }}},
+            "telemetry": {"enabled": False},
+        }
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
+            yield instance
+        finally:
+            instance.dispose()
 
 
 def test_sensor_triggered_run_is_recorded_in_postgres(postgres_instance, stores):
