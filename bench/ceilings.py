@@ -13,7 +13,6 @@ Each prints one JSON object on its last line.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ours import REDIS_URL, PeakRss  # noqa: E402
+from latency import WARMUP, figures  # noqa: E402
 
 
 def asof(manifest: dict, out: str) -> dict:
@@ -93,7 +93,7 @@ def redis_read(manifest: dict, iterations: int) -> dict:
 
     for batch in (1, 100):
         latencies: dict[str, list] = {"get": [], "hgetall": []}
-        for i in range(iterations + 20):
+        for i in range(iterations + WARMUP):
             entities = rng.integers(1, customers + 1, size=batch)
             for name, read, keys in (("get", lambda k: [client.get(k[0])] if len(k) == 1 else client.mget(k),
                                       [f"{prefix}{e}" for e in entities]),
@@ -102,12 +102,10 @@ def redis_read(manifest: dict, iterations: int) -> dict:
                 answer = read(keys)
                 elapsed = time.perf_counter() - began
                 assert answer[0], f"no values in Redis under {keys[0]}: was the sync run?"
-                if i >= 20:
+                if i >= WARMUP:
                     latencies[name].append(elapsed)
-        for name, suffix in (("get", ""), ("hgetall", "_hgetall")):
-            result[f"ms_{batch}{suffix}"] = [round(x * 1000, 4) for x in latencies[name]]  # pooled across rounds
-            result[f"p50_ms_{batch}{suffix}"] = float(np.percentile(latencies[name], 50) * 1000)
-            result[f"p99_ms_{batch}{suffix}"] = float(np.percentile(latencies[name], 99) * 1000)
+        result.update(figures(batch, latencies["get"]))
+        result.update(figures(batch, latencies["hgetall"], suffix="_hgetall"))
     return result
 
 

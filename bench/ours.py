@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import workloads  # noqa: E402
+from latency import WARMUP, figures  # noqa: E402
 from feature_platform.config import Settings  # noqa: E402
 from feature_platform.feature_store import FeatureStore  # noqa: E402
-from feature_platform.offline_store import OfflineFeatureStore  # noqa: E402
 from feature_platform.online_store import RedisOnlineStore  # noqa: E402
 from feature_platform.redis_client import connect  # noqa: E402
 from feature_platform.registry import Registry  # noqa: E402
-from feature_platform.storage import Store  # noqa: E402
 
 REDIS_URL = os.environ.get("FP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
@@ -127,17 +126,15 @@ def read(manifest: dict, iterations: int) -> dict:
     result = {}
     for batch in (1, 100):
         latencies = []
-        for i in range(iterations + 20):
+        for i in range(iterations + WARMUP):
             rows = [{"customer_id": int(k)} for k in rng.integers(1, customers + 1, size=batch)]
             began = time.perf_counter()
             answer = store.get_online_features(rows, features=features, request_time=request_time)
             elapsed = time.perf_counter() - began
-            if i >= 20:
+            if i >= WARMUP:
                 latencies.append(elapsed)
         assert not answer.stale and answer["f0"].notna().all(), "no values online: was the sync run?"
-        result[f"ms_{batch}"] = [round(x * 1000, 4) for x in latencies]  # for pooling across rounds
-        result[f"p50_ms_{batch}"] = float(np.percentile(latencies, 50) * 1000)
-        result[f"p99_ms_{batch}"] = float(np.percentile(latencies, 99) * 1000)
+        result.update(figures(batch, latencies))
     return result
 
 

@@ -23,6 +23,9 @@ import pandas as pd
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
 from feast.types import Float64
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for latency.py
+from latency import WARMUP, figures  # noqa: E402
+
 FEAST_PROJECT = "bench_feast"
 REDIS = os.environ.get("FEAST_REDIS", "127.0.0.1:6379,db=14")
 
@@ -78,17 +81,15 @@ def read(manifest: dict, iterations: int) -> dict:
     result = {}
     for batch in (1, 100):
         latencies = []
-        for i in range(iterations + 20):
+        for i in range(iterations + WARMUP):
             rows = [{"customer_id": int(k)} for k in rng.integers(1, customers + 1, size=batch)]
             began = time.perf_counter()
             answer = store.get_online_features(features=features, entity_rows=rows).to_dict()
             elapsed = time.perf_counter() - began
-            if i >= 20:  # the first calls warm connections and caches
+            if i >= WARMUP:
                 latencies.append(elapsed)
         assert answer["f0"][0] is not None, "Feast read no value: was materialize run?"
-        result[f"ms_{batch}"] = [round(x * 1000, 4) for x in latencies]  # for pooling across rounds
-        result[f"p50_ms_{batch}"] = float(np.percentile(latencies, 50) * 1000)
-        result[f"p99_ms_{batch}"] = float(np.percentile(latencies, 99) * 1000)
+        result.update(figures(batch, latencies))
     return result
 
 
