@@ -31,11 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from feature_platform.demo.generator import append_live_batch, generate_landing_zone  # noqa: E402
-from feature_platform.online_store import from_micros  # noqa: E402
+from feature_platform.online_store import RedisOnlineStore  # noqa: E402
 
 REDIS_URL = os.environ.get("FP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 PROJECT = "benchfresh"
-META = f"fp:{PROJECT}:customer_orders:_meta"
 
 
 def free_port() -> int:
@@ -45,8 +44,7 @@ def free_port() -> int:
 
 
 def synced_through(client: redis.Redis) -> datetime | None:
-    raw = client.hget(META, "synced_through")
-    return None if raw is None else from_micros(int(raw))
+    return RedisOnlineStore(client, PROJECT).synced_through("customer_orders")
 
 
 def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen, log: Path, poll: float = 0.25):

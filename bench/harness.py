@@ -29,7 +29,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import workloads  # noqa: E402
-from feature_platform.online_store import VALUE_FORMAT  # noqa: E402
+from feature_platform.online_store import RedisOnlineStore  # noqa: E402
 from ours import REDIS_URL  # noqa: E402
 
 PYTHON = sys.executable
@@ -136,8 +136,7 @@ def ensure_online(size: str, results: dict) -> None:
     manifest = workloads.build_workload_a(workloads.SIZES_A[size])
     client = redis.Redis.from_url(REDIS_URL)
     marker = f"benchmark:{manifest['size']['customers']}:feast_materialized"
-    meta = client.hmget(f"fp:{manifest['project']}:{manifest['view']}:_meta", ["synced_through", "value_format"])
-    if meta[0] is None or meta[1] != VALUE_FORMAT.encode():  # never synced, or in an older format
+    if RedisOnlineStore(client, manifest["project"]).synced_through(manifest["view"]) is None:  # or an older format
         side(BENCH / "ours.py", "sync", path)
     if not client.exists(marker):
         side(BENCH / "peers" / "feast_side.py", "materialize", path, python=FEAST_PYTHON)

@@ -100,9 +100,10 @@ class FeatureStore:
             self._online = RedisOnlineStore(connect(self.settings.redis_url), self.settings.project)
         return self._online
 
-    def _online_plan(self, features, service):
-        """What a request for these features reads, per view; the same for every call, so kept."""
-        cache_key = (None if features is None else tuple(features), service)
+    def _online_plan(self, features, service, decimals: str):
+        """What a request for these features reads and how it decodes it, per view: the same for
+        every call, so kept (working it out costs more than Redis's reply to a one-entity read)."""
+        cache_key = (None if features is None else tuple(features), service, decimals)
         plan = self._plans.get(cache_key)
         if plan is None:
             requested = self._requested(features, service)
@@ -113,70 +114,110 @@ class FeatureStore:
             view_plans = []
             for view_name, names in by_view.items():
                 view = self.registry.view(view_name)
-                types = view.stored_dtypes()
+                types, empty = view.stored_dtypes(), view.empty_values()
                 stored = [n for n in names if n in types]
                 on_demand = [o for o in view.on_demand if o.name in names]
                 needed = list(dict.fromkeys(stored + [i for o in on_demand for i in o.inputs]))
-                view_plans.append((view, needed, on_demand, types, view.empty_values()))
-            plan = self._plans[cache_key] = (requested, join_keys, view_plans)
+                # Per stored feature: its name, type, how a stored value decodes, and what an
+                # entity never written (or deleted) reads as: an aggregation's empty value, else null.
+                decoding = [(name, types[name], value_decoder(types[name], decimals),
+                             _empty_value(empty.get(name), types[name], decimals)) for name in needed]
+                view_plans.append((view, needed, on_demand, decoding))
+            plan = self._plans[cache_key] = (requested, join_keys, view_plans, {})
         return plan
 
     def get_online_features(self, entity_rows: list[dict], features: list[str] | None = None,
                             service: str | None = None, full_feature_names: bool = False,
                             request_time: datetime | None = None, decimals: str = "float") -> OnlineResponse:
-        """The latest values for each entity row, in one pipelined Redis round trip.
+        """The latest values for each entity row, in one Redis round trip.
 
         Columns come in the requested (or the service's declared) order after the join keys.
         A view whose synced-through time is older than its TTL at ``request_time`` (default
         now) is served as null and named in ``.stale``; on-demand features are computed
         against ``request_time``, so replaying a past moment reads what serving answered then.
         """
-        requested, join_keys, view_plans = self._online_plan(features, service)
+        requested, join_keys, view_plans, column_names = self._online_plan(features, service, decimals)
         request_time = (request_time or datetime.now(timezone.utc)).astimezone(timezone.utc)
         for index, row in enumerate(entity_rows):
             missing = [k for k in join_keys if k not in row or row[k] is None]
             if missing:
                 raise KeyError(f"entity row {index} lacks join key(s) {missing}")
-        plans = [(view, needed, on_demand, [row[view.entity.join_key] for row in entity_rows], types, empty)
-                 for view, needed, on_demand, types, empty in view_plans]
-        answers = self.online.read_rows([(view, keys, needed) for view, needed, _, keys, _, _ in plans])
+        key_values = {key: [row[key] for row in entity_rows] for key in join_keys}
+        answers = self.online.read_rows([(view, key_values[view.entity.join_key], needed)
+                                         for view, needed, _, _ in view_plans])
         # Columns are built as typed arrays and put into one DataFrame at the end: inserting
         # columns one by one into a DataFrame costs more than the Redis round trip itself.
+        length = len(entity_rows)
         columns: dict[str, dict[str, object]] = {}
         stale_views = []
-        index = pd.RangeIndex(len(entity_rows))
-        for (view, needed, on_demand, keys, types, empty), (rows, synced) in zip(plans, answers):
+        for (view, needed, on_demand, decoding), (rows, synced) in zip(view_plans, answers):
             stale = synced is None or request_time - synced > view.ttl
             if stale:
                 stale_views.append(view.name)
-            values: dict[str, list] = {}
-            for position, name in enumerate(needed):
-                dtype = types[name]
-                if stale:
-                    values[name] = [None] * len(keys)
-                    continue
-                # Never written, or deleted: the empty value of an aggregation view (null otherwise).
-                absent = _empty_value(empty.get(name), dtype, decimals)
-                decode = value_decoder(dtype, decimals)
-                values[name] = [absent if row is None or row.values is None
-                                else None if (raw := row.values[position]) is None else decode(raw) for row in rows]
-            view_columns = {name: _typed_array(values[name], types[name], decimals) for name in needed}
+            view_columns = {}
+            for position, (name, dtype, decode, absent) in enumerate(decoding):
+                values = [None] * length if stale else [
+                    absent if row is None or row.values is None
+                    else None if (raw := row.values[position]) is None else decode(raw) for row in rows]
+                view_columns[name] = _typed_array(values, dtype, decimals)
             if on_demand:
+                index = pd.RangeIndex(length)
                 frame = pd.DataFrame(view_columns, index=index)
-                request_times = pd.Series([pd.Timestamp(request_time)] * len(keys),
+                request_times = pd.Series([pd.Timestamp(request_time)] * length,
                                           index=index).astype("datetime64[us, UTC]")
                 for feature in on_demand:
                     computed = pd.Series(feature.function(frame[list(feature.inputs)], request_times), index=index)
                     view_columns[feature.name] = (computed.mask(pd.Series(True, index=index)) if stale
                                                   else computed).array
             columns[view.name] = view_columns
-        result_columns: dict[str, object] = {key: [row[key] for row in entity_rows] for key in join_keys}
-        for view, feature in requested:
-            name = f"{view.name}__{feature}" if full_feature_names else feature
-            result_columns[name] = columns[view.name][feature]
-        result = OnlineResponse(result_columns, index=index, copy=False)
+        names = column_names.get(full_feature_names)
+        if names is None:
+            names = column_names[full_feature_names] = _response_columns(join_keys, requested, full_feature_names)
+        arrays = [columns[view.name][feature] for view, feature in requested]
+        result = _response(names, [key_values[key] for key in join_keys], arrays, length)
         result.stale = stale_views
         return result
+
+
+def _response_columns(join_keys: list[str], requested, full_feature_names: bool) -> pd.Index:
+    names = list(join_keys)
+    for view, feature in requested:
+        column = f"{view.name}__{feature}" if full_feature_names else feature
+        if column in names:
+            raise UnknownFeatureError(f"two requested features (or a feature and a join key) are both named "
+                                      f"{column!r}; pass full_feature_names=True")
+        names.append(column)
+    return pd.Index(names)
+
+
+def _join_key_array(values: list):
+    """A join-key column as pandas would infer it from the list (int64 for ints, object for
+    text), made directly for those two; None for anything else (the DataFrame infers it)."""
+    if all(type(v) is int for v in values):
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:
+            return None
+    if all(type(v) is str for v in values):
+        return np.array(values, dtype=object)
+    return None
+
+
+def _response(names: pd.Index, key_columns: list[list], feature_arrays: list, length: int) -> OnlineResponse:
+    """The response DataFrame: join-key columns as given, then features as typed arrays.
+
+    ``DataFrame._from_arrays`` without integrity checks skips re-inspecting every column
+    (pandas' ``sanitize_array``), which costs more than a one-entity read's Redis round trip.
+    It needs every column typed already: join keys that are all ints or all strings are made
+    here as pandas would infer them; any other kind of key (or a pandas without
+    ``_from_arrays``) goes through the public constructor, which infers as always.
+    """
+    index = pd.RangeIndex(length)
+    key_arrays = [_join_key_array(values) for values in key_columns]
+    if all(a is not None for a in key_arrays) and hasattr(OnlineResponse, "_from_arrays"):
+        return OnlineResponse._from_arrays(key_arrays + feature_arrays, columns=names, index=index,
+                                           verify_integrity=False)
+    return OnlineResponse(dict(zip(names, key_columns + feature_arrays)), index=index, copy=False)
 
 
 def _empty_value(empty, dtype, decimals):

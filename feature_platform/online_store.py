@@ -3,8 +3,8 @@
 Key layout (docs/online-store.md)::
 
     fp:<project>:<view>:<entity key>   string: the entity's latest stored row, packed (below)
-    fp:<project>:<view>:_meta          hash: synced_through (µs), code_version, value_format,
-                                        layout:<id> (the feature list of each packed layout)
+    fp:<project>:<view>:_synced        string: <value format>␟<synced_through µs>␟<code version>
+    fp:<project>:<view>:_meta          hash: layout:<id> (the feature list of each packed layout)
 
 A packed row is its fields joined by the ASCII unit separator (``\\x1f``)::
 
@@ -19,6 +19,8 @@ never contain them.
 
 One string per entity rather than a hash of fields: a write is a single ``SET`` and a read of
 many entities a single ``MGET`` — the hash layout's per-field work was most of both (bench/RESULTS.md).
+The synced-through mark is a plain string too, so that one ``MGET`` fetches it with the rows
+(a read is one command, not a pipeline of two).
 
 A write applies only when its ``valid_from`` is at or after the stored one — a recomputed
 partition (a late correction, same valid-from) overwrites, an older partition re-run by a
@@ -45,6 +47,7 @@ from feature_platform.expressions import TIMESTAMP, DType
 from feature_platform.feature_view import FeatureView
 
 META = "_meta"
+SYNCED = "_synced"
 T = TypeVar("T")
 SEPARATOR = b"\x1f"
 ESCAPE = "\x1e"
@@ -76,12 +79,20 @@ end
 return applied
 """
 
-# KEYS[1] meta key; ARGV: synced_through (µs), code_version, value format. Only ever moves
-# forward, except that a sync in a new value format replaces the mark of an older one.
+# KEYS[1] the synced key; ARGV: value format, synced_through (µs), code_version. Only ever
+# moves forward, except that a sync in a new value format replaces the mark of an older one.
+# (One key only: on Redis Cluster a script's keys must share a slot.)
 _ADVANCE_SYNCED_THROUGH = """
-local stored = redis.call('HMGET', KEYS[1], 'synced_through', 'value_format')
-if (not stored[1]) or stored[2] ~= ARGV[3] or tonumber(stored[1]) < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'synced_through', ARGV[1], 'code_version', ARGV[2], 'value_format', ARGV[3])
+local stored = redis.call('GET', KEYS[1])
+local moves = true
+if stored then
+  local cut = string.find(stored, '\\31', 1, true)
+  if cut and string.sub(stored, 1, cut - 1) == ARGV[1] then
+    moves = tonumber(string.match(stored, '^[^\\31]*\\31([0-9]+)')) < tonumber(ARGV[2])
+  end
+end
+if moves then
+  redis.call('SET', KEYS[1], ARGV[1] .. '\\31' .. ARGV[2] .. '\\31' .. ARGV[3])
   return 1
 end
 return 0
@@ -240,6 +251,9 @@ class RedisOnlineStore:
     def meta_key(self, view: FeatureView | str) -> str:
         return self.key(view, META)
 
+    def synced_key(self, view: FeatureView | str) -> str:
+        return self.key(view, SYNCED)
+
     # -- writing -------------------------------------------------------------------------
 
     def write_latest(self, view: FeatureView, batches: Iterable[pa.RecordBatch], expire: timedelta | None = None,
@@ -287,36 +301,46 @@ class RedisOnlineStore:
         return sum(int(result) for result in pipeline.execute())
 
     def advance_synced_through(self, view: FeatureView, moment: datetime) -> bool:
-        return bool(self._advance(keys=[self.meta_key(view)],
-                                  args=[str(to_micros(moment)), view.code_version(), VALUE_FORMAT]))
+        return bool(self._advance(keys=[self.synced_key(view)],
+                                  args=[VALUE_FORMAT, str(to_micros(moment)), view.code_version()]))
 
     # -- reading -------------------------------------------------------------------------
 
     def synced_through(self, view: FeatureView | str) -> datetime | None:
         """How far the view's values in Redis are known; None if never synced in this format."""
-        return _synced(self.client.hmget(self.meta_key(view), ["synced_through", "value_format"]))
+        return _synced(self.client.get(self.synced_key(view)))
+
+    def synced_code_version(self, view: FeatureView | str) -> str | None:
+        """The code version of the definition whose sync last moved synced_through."""
+        raw = self.client.get(self.synced_key(view))
+        return None if raw is None else raw.split(SEPARATOR)[2].decode()
 
     def read_rows(self, requests: list[tuple[FeatureView, list, list[str]]]) -> list[ReadAnswer]:
-        """One pipelined round trip (``MGET`` per view): for each (view, entity keys, stored
-        features), what Redis holds for each key, and the view's synced-through time."""
-        pipeline = self.client.pipeline(transaction=False)
+        """One round trip: for each (view, entity keys, stored features), what Redis holds for
+        each key, and the view's synced-through time.
+
+        On one Redis that is a single ``MGET`` of every view's synced key and entity keys; on a
+        cluster, whose ``MGET`` keys must share a slot, a pipeline of ``GET``s that redis-py
+        groups by node.
+        """
+        keys: list[str] = []
         for view, entity_keys, _features in requests:
-            pipeline.hmget(self.meta_key(view), ["synced_through", "value_format"])
-            keys = [self.key(view, entity_key) for entity_key in entity_keys]
-            if self.is_cluster:  # keys of one MGET must share a slot; the cluster pipeline groups GETs by node
-                for key in keys:
-                    pipeline.get(key)
-            elif keys:
-                pipeline.mget(keys)
-        results = iter(pipeline.execute())
+            keys.append(self.synced_key(view))
+            keys.extend(self.key(view, entity_key) for entity_key in entity_keys)
+        if self.is_cluster:
+            pipeline = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipeline.get(key)
+            raws = pipeline.execute()
+        else:
+            raws = self.client.mget(keys)
         answers = []
+        position = 0
         for view, entity_keys, features in requests:
-            synced = _synced(next(results))
-            if self.is_cluster:
-                raws = [next(results) for _ in entity_keys]
-            else:
-                raws = next(results) if entity_keys else []
-            answers.append(ReadAnswer(self._unpack(view, raws, features), synced))
+            synced = _synced(raws[position])
+            rows = raws[position + 1:position + 1 + len(entity_keys)]
+            position += 1 + len(entity_keys)
+            answers.append(ReadAnswer(self._unpack(view, rows, features), synced))
         return answers
 
     def _read_plan(self, view: FeatureView, features: list[str]) -> tuple[bytes, list[int], dict[str, DType]]:
@@ -381,12 +405,16 @@ class RedisOnlineStore:
         prefix = self.key(view, "")
         for raw in self.client.scan_iter(match=f"{prefix}*", count=1000):
             key = raw.decode() if isinstance(raw, bytes) else raw
-            if not key.endswith(f":{META}"):
-                yield key[len(prefix):]
+            entity_key = key[len(prefix):]
+            if entity_key not in (META, SYNCED):
+                yield entity_key
 
 
-def _synced(meta: list[bytes | None]) -> datetime | None:
-    synced, value_format = meta
-    if synced is None or value_format != VALUE_FORMAT.encode():
+_FORMAT_PREFIX = VALUE_FORMAT.encode() + SEPARATOR
+
+
+def _synced(raw: bytes | None) -> datetime | None:
+    """The synced-through instant of a synced key's value; None if absent or another format."""
+    if raw is None or not raw.startswith(_FORMAT_PREFIX):
         return None
-    return from_micros(int(synced))
+    return from_micros(int(raw.split(SEPARATOR, 2)[1]))

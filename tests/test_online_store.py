@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -38,7 +39,7 @@ from feature_platform.expressions import col
 from feature_platform.feature_view import Feature
 from feature_platform.online_store import RedisOnlineStore, ValueLayout, to_micros
 from feature_platform.redis_client import OnlineStoreUnavailable, connect, redact, scrub
-from feature_platform.registry import Registry
+from feature_platform.registry import Registry, UnknownFeatureError
 from redis_servers import CommandCountingProxy, closed_port, start_cluster, start_server
 
 UTC = timezone.utc
@@ -403,6 +404,32 @@ def test_feature_service_order_and_full_feature_names(online, redis_url):
     assert plain(mixed.iloc[0]) == [1, None, pd.Timestamp(LAST_ORDER), "Zoë 🚀", 1]
 
 
+def test_the_response_is_the_same_dataframe_whatever_the_join_key_values_are(online, redis_url):
+    """Plain ints, numpy ints and strings name the same entities (the Redis key is their
+    text) and give the same feature columns; the join-key column is typed as pandas infers
+    it from the values given (int64, or object for text). The response is an ordinary
+    DataFrame: copies, concatenation and row access work on it."""
+    store = _serve_fixture(online, redis_url)
+    features = ["customer_orders:order_count_30d", "customer_orders:total_spend_30d",
+                "customer_orders:is_high_value", "customer_profile:first_name"]
+    as_ints = store.get_online_features(ROWS[:3], features=features, request_time=REQUEST)
+    as_numpy = store.get_online_features([{"customer_id": np.int64(r["customer_id"])} for r in ROWS[:3]],
+                                         features=features, request_time=REQUEST)
+    as_text = store.get_online_features([{"customer_id": str(r["customer_id"])} for r in ROWS[:3]],
+                                        features=features, request_time=REQUEST)
+    assert [str(r["customer_id"].dtype) for r in (as_ints, as_numpy, as_text)] == ["int64", "int64", "object"]
+    for other in (as_numpy, as_text):
+        pd.testing.assert_frame_equal(other.drop(columns="customer_id"), as_ints.drop(columns="customer_id"))
+    both = pd.concat([as_ints, as_ints.copy()], ignore_index=True)
+    assert plain(both["order_count_30d"]) == [7, 0, 0, 7, 0, 0] and both.dtypes["order_count_30d"] == "Int64"
+    assert plain(as_ints.iloc[0]) == [1, 7, float(BIG_MONEY), True, "Zoë 🚀"]
+    assert as_ints.stale == []
+
+    with pytest.raises(UnknownFeatureError, match="order_count_30d"):
+        store.get_online_features(ROWS[:1], features=features + ["customer_orders:order_count_30d"],
+                                  request_time=REQUEST)
+
+
 # -- staleness -------------------------------------------------------------------------------
 
 def test_staleness_at_the_ttl_edge_and_synced_through_never_moves_back(online, redis_url):
@@ -432,8 +459,8 @@ def test_staleness_at_the_ttl_edge_and_synced_through_never_moves_back(online, r
     assert beyond.stale == ["customer_profile"] and plain(beyond["first_name"]) == [None]
 
     # A view never synced is stale at any time.
-    assert online.client.hget(online.meta_key(customer_orders), "code_version") == customer_orders.code_version().encode()
-    online.client.delete(online.meta_key(customer_orders))
+    assert online.synced_code_version(customer_orders) == customer_orders.code_version()
+    online.client.delete(online.synced_key(customer_orders))
     never = store.get_online_features(ROWS[:1], features=features[:1], request_time=REQUEST)
     assert never.stale == ["customer_orders"] and plain(never["order_count_30d"]) == [None]
 
@@ -497,6 +524,8 @@ def test_a_redis_holding_the_older_hash_layout_is_stale_until_the_next_sync_rewr
     online.client.hset(key, mapping={"_valid_from": to_micros(T0 + HOUR), "first_name": "Old"})
     online.client.hset(online.meta_key(customer_profile), mapping={"synced_through": to_micros(T0 + HOUR),
                                                                    "code_version": "old"})
+    # ... and a synced mark of another value format.
+    online.client.set(online.synced_key(customer_profile), f"hash-0\x1f{to_micros(T0 + HOUR)}\x1fold")
     assert online.synced_through(customer_profile) is None
     store = feature_store(redis_url, online.project)
     stale = store.get_online_features([{"customer_id": 1}], features=["customer_profile:first_name"],
@@ -513,20 +542,20 @@ def test_a_redis_holding_the_older_hash_layout_is_stale_until_the_next_sync_rewr
     assert fresh.stale == [] and plain(fresh["first_name"]) == ["Ann"]
 
 
-# -- one pipelined round trip ----------------------------------------------------------------
+# -- one round trip ----------------------------------------------------------------
 
-def test_get_online_features_is_one_pipelined_round_trip():
-    """100 entities × 2 views must cost exactly 2 HMGET (the views' synced_through and value
-    format) + 2 MGET (one per view, 100 keys each), sent in one round trip.
+def test_get_online_features_is_one_mget():
+    """100 entities × 2 views must cost exactly one command: an MGET of both views' synced
+    marks and 2 × 100 entity keys (one round trip, no pipeline).
 
     How this is measured without mocking anything: the FeatureStore talks to a throwaway
     redis-server through a TCP proxy (tests/redis_servers.py) that parses every command the
     client sends. While armed, the proxy holds back *all* replies until the client has sent
-    the 4 expected commands. A client that needed any reply before sending its last
+    the expected command. A client that needed any reply before sending its last
     command (a second round trip) would wait for a reply that never comes and time out; so
     completing at all, with the gate opened by the count, proves one round trip. The
     server's own ``INFO commandstats`` deltas cross-check the command counts, and the proxy
-    sees a single client connection (the pipeline reused the pooled connection).
+    sees a single client connection (the pooled connection).
     """
     project = new_project()
     with start_server() as server, CommandCountingProxy(server.port) as proxy:
@@ -540,7 +569,7 @@ def test_get_online_features_is_one_pipelined_round_trip():
             store.online.advance_synced_through(view, T0)
         admin = server.client()
         before = admin.info("commandstats")
-        start = proxy.arm(4)
+        start = proxy.arm(1)
         started = time.monotonic()
         try:
             response = store.get_online_features([{"customer_id": e} for e in entities],
@@ -554,9 +583,11 @@ def test_get_online_features_is_one_pipelined_round_trip():
         admin.close()
         sent = proxy.commands[start:]
         assert proxy.released_by_count, f"the replies were not released by the count; sent {Counter(sent)}"
-        assert Counter(sent) == {"HMGET": 2, "MGET": 2}
-        assert after["cmdstat_mget"]["calls"] - before.get("cmdstat_mget", {}).get("calls", 0) == 2
-        assert after["cmdstat_hmget"]["calls"] - before.get("cmdstat_hmget", {}).get("calls", 0) == 2
+        assert Counter(sent) == {"MGET": 1}
+        assert after["cmdstat_mget"]["calls"] - before.get("cmdstat_mget", {}).get("calls", 0) == 1
+        for command in ("get", "hmget", "hget"):
+            stat = f"cmdstat_{command}"
+            assert after.get(stat, {}).get("calls", 0) == before.get(stat, {}).get("calls", 0), command
         assert proxy.connections == 1
         assert plain(response["order_count_30d"]) == entities
         assert plain(response["first_name"]) == [f"n{e}" for e in entities]
