@@ -57,27 +57,34 @@ TOMBSTONE = b"-"
 # it as stale and the next sync rewrites every entity from the first partition.
 VALUE_FORMAT = "packed-1"
 
-# KEYS: entity keys. ARGV[1], ARGV[2]: expiry in ms of a live row and of a tombstone (0: none);
-# ARGV[2 + i]: the packed row of KEYS[i]. Returns how many rows were written.
+# KEYS: entity keys (at most MAX_KEYS_PER_CALL); ARGV[1]: expiry in ms of every row of this
+# call (0: none); ARGV[1 + i]: the packed row of KEYS[i]. Returns how many rows were written.
+# One MGET reads what is stored and one MSET writes the rows that do not regress: a GET and a
+# SET per key cost Redis 35% more (bench/RESULTS.md). MGET answers nil for a key left in an
+# older layout (a hash), and MSET/SET replace it. Rows with an expiry (tombstones, and live
+# rows when the caller asks) need SET ... PX each.
 _WRITE_LATEST = """
-local live_ms, tombstone_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
-local applied = 0
+local expire_ms = tonumber(ARGV[1])
+local stored = redis.call('MGET', unpack(KEYS))
+local chosen, n = {}, 0
 for i, key in ipairs(KEYS) do
-  local row = ARGV[2 + i]
-  local cut = string.find(row, '\\31', 1, true)
-  -- pcall: a key left in an older layout (a hash) answers WRONGTYPE; SET replaces it.
-  local stored = redis.pcall('GET', key)
-  if type(stored) ~= 'string'
-     or tonumber(string.sub(stored, 1, string.find(stored, '\\31', 1, true) - 1))
-        <= tonumber(string.sub(row, 1, cut - 1)) then
-    local expire_ms = live_ms
-    if string.byte(row, cut + 1) == 45 then expire_ms = tombstone_ms end  -- '-': a tombstone
-    if expire_ms > 0 then redis.call('SET', key, row, 'PX', expire_ms) else redis.call('SET', key, row) end
-    applied = applied + 1
+  local row, old = ARGV[1 + i], stored[i]
+  if not old or tonumber(string.sub(old, 1, string.find(old, '\\31', 1, true) - 1))
+                 <= tonumber(string.sub(row, 1, string.find(row, '\\31', 1, true) - 1)) then
+    chosen[n + 1], chosen[n + 2], n = key, row, n + 2
   end
 end
-return applied
+if n > 0 then
+  if expire_ms == 0 then
+    redis.call('MSET', unpack(chosen, 1, n))
+  else
+    for j = 1, n, 2 do redis.call('SET', chosen[j], chosen[j + 1], 'PX', expire_ms) end
+  end
+end
+return n / 2
 """
+# Lua's unpack() takes at most ~8,000 values: MSET gets two per key.
+MAX_KEYS_PER_CALL = 3_000
 
 # KEYS[1] the synced key; ARGV: value format, synced_through (µs), code_version. Only ever
 # moves forward, except that a sync in a new value format replaces the mark of an older one.
@@ -176,8 +183,8 @@ def _decode_text(raw: bytes) -> str:
     return text
 
 
-def pack_rows(batch: pa.RecordBatch, layout: ValueLayout) -> list[bytes]:
-    """Each history row of ``batch`` as its packed Redis value, built column-wise by Arrow."""
+def pack_rows(batch: pa.RecordBatch, layout: ValueLayout) -> pa.Array:
+    """Each history row of ``batch`` as its packed Redis value (binary), built column-wise by Arrow."""
     rows = batch.num_rows
     valid_from = encode_arrow(batch.column("valid_from"), TIMESTAMP)
     encoded = [encode_arrow(batch.column(name), dtype) for name, dtype in zip(layout.names, layout.dtypes)]
@@ -189,7 +196,7 @@ def pack_rows(batch: pa.RecordBatch, layout: ValueLayout) -> list[bytes]:
     if "_deleted" in batch.schema.names:
         tombstone = pc.binary_join_element_wise(valid_from, TOMBSTONE.decode(), separator)
         live = pc.if_else(pc.fill_null(batch.column("_deleted"), False), tombstone, live)
-    return pc.cast(live, pa.binary()).to_pylist()
+    return pc.cast(live, pa.binary())
 
 
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
@@ -259,45 +266,55 @@ class RedisOnlineStore:
     def write_latest(self, view: FeatureView, batches: Iterable[pa.RecordBatch], expire: timedelta | None = None,
                      keys_per_call: int = 1000) -> WriteSummary:
         """Write each entity's latest row (batches of history rows, one row per entity)."""
+        if not 0 < keys_per_call <= MAX_KEYS_PER_CALL:
+            raise ValueError(f"keys_per_call must be 1..{MAX_KEYS_PER_CALL}, not {keys_per_call}")
         layout = ValueLayout.of(view)
         # Before any row in this layout exists, say what it holds: a reader meeting a layout
         # id other than its own definition's looks the feature list up here.
         self.client.hset(self.meta_key(view), f"layout:{layout.id}", layout.describe())
-        expire_ms = int(expire.total_seconds() * 1000) if expire else 0
+        live_ms = int(expire.total_seconds() * 1000) if expire else 0
         # A tombstone outlives any backfill worth worrying about, then goes (docs/online-store.md).
         tombstone_ms = int(max(view.ttl * 4, timedelta(days=7)).total_seconds() * 1000)
-        header = [str(expire_ms), str(tombstone_ms)]
         prefix = self.key(view, "")
 
-        def prepared(batch: pa.RecordBatch) -> tuple[list[str], list[bytes]]:
+        def prepared(batch: pa.RecordBatch) -> list[tuple[int, list[bytes], list[bytes]]]:
+            """(expiry ms, keys, packed rows) of the batch's live rows, then of its tombstones."""
             keys = pc.binary_join_element_wise(prefix, pc.cast(batch.column(view.entity.join_key), pa.string()), "")
-            return keys.to_pylist(), pack_rows(batch, layout)
+            keys, rows = pc.cast(keys, pa.binary()), pack_rows(batch, layout)
+            if "_deleted" not in batch.schema.names:
+                return [(live_ms, keys.to_pylist(), rows.to_pylist())]
+            deleted = pc.fill_null(batch.column("_deleted"), False)
+            alive = pc.invert(deleted)
+            return [(live_ms, keys.filter(alive).to_pylist(), rows.filter(alive).to_pylist()),
+                    (tombstone_ms, keys.filter(deleted).to_pylist(), rows.filter(deleted).to_pylist())]
 
         summary = WriteSummary()
-        for keys, rows in read_ahead(prepared(batch) for batch in batches if batch.num_rows):
-            summary.rows += len(keys)
-            summary.applied += self._call_in_groups(keys, rows, header, keys_per_call)
+        for groups in read_ahead(prepared(batch) for batch in batches if batch.num_rows):
+            summary.rows += sum(len(keys) for _, keys, _ in groups)
+            summary.applied += self._call_in_groups(groups, keys_per_call)
         return summary
 
-    def _call_in_groups(self, keys: list[str], rows: list[bytes], header: list[str], keys_per_call: int) -> int:
-        """Run the write script over groups of keys; on a cluster, each group shares a slot."""
+    def _call_in_groups(self, groups: list[tuple[int, list[bytes], list[bytes]]], keys_per_call: int) -> int:
+        """Run the write script over (expiry, keys, rows) in calls of at most ``keys_per_call``
+        keys, pipelined; on a cluster, the keys of one call share a slot."""
         pipeline = self.client.pipeline(transaction=False)
-        if self.is_cluster:
-            by_slot: dict[int, list[int]] = {}
-            for position, key in enumerate(keys):
-                by_slot.setdefault(self.client.keyslot(key), []).append(position)
-            for positions in by_slot.values():
-                for i in range(0, len(positions), keys_per_call):
-                    chosen = positions[i:i + keys_per_call]
-                    # redis-py's ClusterPipeline refuses EVALSHA (a Script object cannot be
-                    # pipelined on a cluster: RedisClusterException) and stubs out .eval(); a raw
-                    # EVAL is queued like any command and routed by the keys' shared slot.
-                    pipeline.execute_command("EVAL", _WRITE_LATEST, len(chosen), *[keys[p] for p in chosen],
-                                             *header, *[rows[p] for p in chosen])
-        else:
-            for i in range(0, len(keys), keys_per_call):
-                self._write(keys=keys[i:i + keys_per_call], args=header + rows[i:i + keys_per_call],
-                            client=pipeline)
+        for expire_ms, keys, rows in groups:
+            if self.is_cluster:
+                by_slot: dict[int, list[int]] = {}
+                for position, key in enumerate(keys):
+                    by_slot.setdefault(self.client.keyslot(key), []).append(position)
+                for positions in by_slot.values():
+                    for i in range(0, len(positions), keys_per_call):
+                        chosen = positions[i:i + keys_per_call]
+                        # redis-py's ClusterPipeline refuses EVALSHA (a Script object cannot be
+                        # pipelined on a cluster: RedisClusterException) and stubs out .eval(); a raw
+                        # EVAL is queued like any command and routed by the keys' shared slot.
+                        pipeline.execute_command("EVAL", _WRITE_LATEST, len(chosen), *[keys[p] for p in chosen],
+                                                 expire_ms, *[rows[p] for p in chosen])
+            else:
+                for i in range(0, len(keys), keys_per_call):
+                    self._write(keys=keys[i:i + keys_per_call], args=[expire_ms, *rows[i:i + keys_per_call]],
+                                client=pipeline)
         return sum(int(result) for result in pipeline.execute())
 
     def advance_synced_through(self, view: FeatureView, moment: datetime) -> bool:
