@@ -228,16 +228,20 @@ def _empty_value(empty, dtype, decimals):
     return empty
 
 
+# Per kind: the numpy type of a masked array's values, what fills a null's slot, the array.
+_MASKED = {"int": (np.int64, 0, pd.arrays.IntegerArray), "float": (np.float64, 0.0, pd.arrays.FloatingArray),
+           "bool": (bool, False, pd.arrays.BooleanArray)}
+
+
 def _typed_array(values: list, dtype, decimals: str):
     """A nullable pandas array of the feature's type, built from the mask directly (fast for one row)."""
     kind = dtype.kind
     if kind in ("int", "float", "bool") or (kind == "decimal" and decimals == "float"):
-        mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-        if kind == "int":
-            return pd.arrays.IntegerArray(np.array([0 if v is None else v for v in values], dtype=np.int64), mask)
-        if kind == "bool":
-            return pd.arrays.BooleanArray(np.array([False if v is None else v for v in values], dtype=bool), mask)
-        return pd.arrays.FloatingArray(np.array([0.0 if v is None else v for v in values], dtype=np.float64), mask)
+        numpy_type, fill, array_type = _MASKED[kind if kind != "decimal" else "float"]
+        if None not in values:  # the common case: no null to fill in
+            return array_type(np.array(values, dtype=numpy_type), np.zeros(len(values), dtype=bool))
+        mask = np.array([v is None for v in values], dtype=bool)
+        return array_type(np.array([fill if v is None else v for v in values], dtype=numpy_type), mask)
     if kind == "timestamp":
         return pd.Series(pd.to_datetime(values, utc=True)).astype("datetime64[us, UTC]").array
     return pd.array(values, dtype=object)
