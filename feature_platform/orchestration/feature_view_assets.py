@@ -19,6 +19,7 @@ from feature_platform.cdc.change_log import ChangeLog, change_log_schema, hour_l
 from feature_platform.engines.pandas_engine import HistoryRange, compute_history
 from feature_platform.feature_view import FeatureView
 from feature_platform.offline_store import OfflineFeatureStore
+from feature_platform.online_store import to_micros
 from feature_platform.orchestration import feature_checks
 from feature_platform.orchestration.change_log_assets import change_log_key
 from feature_platform.orchestration.partitions import hours_between
@@ -41,11 +42,6 @@ def feature_view_key(view: FeatureView) -> dg.AssetKey:
     return dg.AssetKey(["features", view.name])
 
 
-def micros(moment: datetime) -> int:
-    delta = moment.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def run_as_of(context: dg.AssetExecutionContext) -> datetime:
     tag = context.run.tags.get(AS_OF_TAG)
     if tag:
@@ -66,7 +62,7 @@ def read_change_log(change_log: ChangeLog, until: datetime) -> pa.Table:
     if not tables:
         return schema.empty_table()
     table = pa.concat_tables([t.cast(schema) for t in tables])
-    limit = pa.scalar(micros(until), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    limit = pa.scalar(to_micros(until), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     return table.filter(pc.less(table.column("_commit_time"), limit))
 
 
@@ -116,7 +112,7 @@ def materialize_view(view: FeatureView, offline: OfflineFeatureStore, change_log
     """Compute and write the view's history for [window_start, window_end), up to ``as_of``."""
     known_until = min(window_end, as_of)
     changes = read_change_log(change_log, known_until)
-    emit = HistoryRange(None if window_start <= first_partition else micros(window_start), micros(known_until))
+    emit = HistoryRange(None if window_start <= first_partition else to_micros(window_start), to_micros(known_until))
     history = compute(changes, view, emit)
     valid_from = history.column("valid_from")
     written, rows_written = [], 0
