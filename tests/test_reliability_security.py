@@ -109,7 +109,7 @@ def test_feature_server_over_tls_bounds_requests_and_never_shows_the_password(tl
         big = json.dumps({"feature_service": "churn_model", "entities": {"customer_id": [1]},
                           "pad": "x" * 1_100_000}).encode()
         status, answer = post(port, big)
-        assert status == 413 and "limit" in answer["error"]
+        assert status == 413 and "limit of 1048576 bytes" in answer["error"], answer  # the default, 1 MiB
         # A Content-Length far over the limit is refused before the body is read (nothing is sent).
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.putrequest("POST", "/get-online-features")
