@@ -281,10 +281,13 @@ def get_online(features: str | None, service: str | None, entities: tuple[str, .
 @click.option("--port", type=click.IntRange(min=1, max=65535), default=6566, show_default=True,
               help="Port to listen on (6566 is Feast's feature server port).")
 @click.option("--max-entities", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Most entities one request may ask for.")
+              help="Most entities one request may ask for; more are refused with 413.")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=1_048_576, show_default=True,
+              help="Largest request body in bytes (default 1 MiB); a larger one is refused with 413 before "
+                   "it is parsed.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
-def serve(host: str, port: int, max_entities: int, log_level: str) -> None:
+def serve(host: str, port: int, max_entities: int, max_body_bytes: int, log_level: str) -> None:
     """Serve online features over HTTP from Redis: Feast's POST /get-online-features, and /health."""
     from feature_platform.feature_store import FeatureStore
     from feature_platform.server import serve as run_server
@@ -297,7 +300,8 @@ def serve(host: str, port: int, max_entities: int, log_level: str) -> None:
         raise click.ClickException("FP_REDIS_URL is not set: the feature server reads Redis "
                                    "(scripts/dev starts one and sets it)")
     click.echo(f"feature server on http://{host}:{port} (OpenAPI at /openapi.json)")
-    run_server(host, port, store=store, max_entities=max_entities, log_level=log_level)
+    run_server(host, port, store=store, max_entities=max_entities, max_body_bytes=max_body_bytes,
+               log_level=log_level)
 
 
 

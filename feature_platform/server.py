@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6566
+DEFAULT_MAX_ENTITIES = 1000
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a request for the most entities, with long string keys, fits
 EPOCH_TEXT = "1970-01-01T00:00:00Z"
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"
 
@@ -90,12 +92,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise RequestError(f"Content-Length {declared!r} is not a number") from None
         if length > limit:
-            raise RequestError(f"the request body has {length} bytes; the limit is {limit}", 413)
+            raise RequestError(f"the request body has {length} bytes, over the server's limit of {limit} bytes "
+                               "(feature-platform serve --max-body-bytes)", 413)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestError(f"the request body exceeds the limit of {limit} bytes", 413)
+            raise RequestError(f"the request body is over the server's limit of {limit} bytes "
+                               "(feature-platform serve --max-body-bytes)", 413)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -215,7 +219,8 @@ def _json_value(value):
 
 # -- the app -------------------------------------------------------------------------------------
 
-def create_app(store: FeatureStore, max_entities: int = 1000, max_body_bytes: int = 1_000_000) -> Starlette:
+def create_app(store: FeatureStore, max_entities: int = DEFAULT_MAX_ENTITIES,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The feature server's Starlette app over ``store`` (its registry and its Redis)."""
     registry = store.registry
     key_is_int = {}  # join key → whether its values are integers (else strings)
@@ -384,7 +389,8 @@ def _describe_view(view: FeatureView) -> dict:
     }
 
 
-def openapi_document(max_entities: int = 1000, max_body_bytes: int = 1_000_000) -> dict:
+def openapi_document(max_entities: int = DEFAULT_MAX_ENTITIES,
+                     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> dict:
     """The OpenAPI 3 description of the server."""
     error = {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -480,7 +486,8 @@ def openapi_document(max_entities: int = 1000, max_body_bytes: int = 1_000_000) 
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, store: FeatureStore | None = None, *,
-          max_entities: int = 1000, max_body_bytes: int = 1_000_000, log_level: str = "info") -> None:
+          max_entities: int = DEFAULT_MAX_ENTITIES, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+          log_level: str = "info") -> None:
     """Run the feature server with uvicorn until interrupted (loopback only by default)."""
     import uvicorn
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import copy
 import gzip
+import importlib.util
 import json
 import os
 import urllib.request
@@ -293,3 +294,14 @@ def dagster_ui_answers(port: int) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+# -- bench scripts -----------------------------------------------------------------------------
+
+def load_bench_script(name: str):
+    """``bench/<name>.py`` as a module: the bench scripts are run as files, not a package, and
+    some tests run a small version of what they measure (the fuzzer, the load test, the soak)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -35,8 +36,12 @@ def run_side(tmp_path, script, *args) -> dict:
 
 def test_workload_a_sides_agree_and_report_timings(tmp_path, monkeypatch):
     monkeypatch.setattr(workloads, "DATA", tmp_path / "data")
+    # A project of this run's own: the sides write the manifest's project's keys in the tests'
+    # Redis db, where another suite's smoke test (or bench/run's "bench") may be at work.
+    monkeypatch.setattr(workloads, "PROJECT", f"bench_smoke_{uuid.uuid4().hex[:8]}")
     size = workloads.SizeA(customers=200, rows=4_000, entity_rows=500, days=10)
     manifest = workloads.build_workload_a(size)
+    assert manifest["project"] == workloads.PROJECT
     path = workloads.a_paths(size)["manifest"]
     assert len(list(Path(manifest["history_glob"]).parent.glob("*.parquet"))) <= size.days * 24
     ours = run_side(tmp_path, "ours.py", "historical", path, tmp_path / "ours.parquet")
@@ -46,16 +51,18 @@ def test_workload_a_sides_agree_and_report_timings(tmp_path, monkeypatch):
     assert harness.frames_equal(ours_frame, raw_frame, manifest["features"]) == 0
     assert ours_frame["f0"].notna().sum() > 400  # most rows find a value: the comparison means something
 
-    synced = run_side(tmp_path, "ours.py", "sync", path)
-    assert synced["entities"] == 200
+    client = redis.Redis.from_url(redis_url())
+    prefix = f"fp:{manifest['project']}:{manifest['view']}:"
     try:
+        synced = run_side(tmp_path, "ours.py", "sync", path)
+        assert synced["entities"] == 200
+        assert sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=1000)) >= 200  # under this run's project
         reads = run_side(tmp_path, "ours.py", "read", path, 20)
         raw_reads = run_side(tmp_path, "ceilings.py", "redis-read", path, 20)
         assert {"p50_ms_1", "p99_ms_1", "p50_ms_100", "p99_ms_100"} <= set(reads) & set(raw_reads)
         assert len(reads["ms_100"]) == 20
     finally:
-        client = redis.Redis.from_url(redis_url())
-        stale = list(client.scan_iter(match=f"fp:{manifest['project']}:{manifest['view']}:*", count=1000))
+        stale = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if stale:
             client.delete(*stale)
 

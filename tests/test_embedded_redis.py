@@ -248,6 +248,7 @@ def test_launcher_forwards_stop_signals_as_sigint_and_stops_redis(tmp_path, sign
         if process.poll() is None:
             process.kill()
     stderr = process.stderr.read().decode()
+    process.stderr.close()
     assert code == 0, stderr
     assert Path(str(report) + ".signal").read_text() == "SIGINT"
     assert not pid_alive(seen["pid"])
@@ -262,6 +263,7 @@ def test_a_killed_launcher_still_stops_redis_and_interrupts_its_child(tmp_path):
     port = _port_of(seen["url"])
     process.kill()
     process.wait(10)
+    process.stderr.close()
     wait_until(lambda: not port_open(port), 10, "the embedded redis to stop")
     wait_until(lambda: Path(str(report) + ".signal").exists(), 10, "the stand-in to get SIGINT")
     assert Path(str(report) + ".signal").read_text() == "SIGINT"

@@ -147,6 +147,15 @@ def test_sums_and_stddevs_past_int64_are_exact(compute):
     assert last["spread"] == oracle.correctly_rounded_sqrt(sum((a - mean) ** 2 for a in exact) / 2)
 
 
+def test_a_positive_sum_just_past_int64_is_exact(compute):
+    """Unscaled sums in (2^63, 2^64): non-negative Python ints there once came back from pandas'
+    fillna re-inferred as uint64, which the engine could not store (a TypeError, not a value)."""
+    view = ledger_view(Aggregation("total", "sum", "amount"))
+    half = Decimal(2**62) / 100  # 46116860184273879.04
+    rows = [ledger_change(1, 1, 7, str(half)), ledger_change(2, 2, 7, str(half)), ledger_change(3, 3, 7, "0.20")]
+    assert [r["total"] for r in history(compute, rows, ledger, view)] == [half, 2 * half, 2 * half + Decimal("0.20")]
+
+
 def test_a_value_beyond_decimal_38_is_refused_with_its_view_feature_and_entity(compute):
     view = ledger_view(Aggregation("scaled_total", "sum", col("amount") * col("units")))
     rows = [ledger_change(1, 1, 7, "1.00"), ledger_change(2, 2, 42, "99999999999999999999999999999999999.00",

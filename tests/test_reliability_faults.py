@@ -6,6 +6,9 @@
   error naming the Redis (password redacted), the retry after Redis is back succeeds, Redis then
   equals the offline history — and the password is nowhere in the run's output, Dagster's
   event log and storage, or the offline store.
+* Redis down through every retry of an online sync (in-process Dagster, the real asset and its
+  retry policy): the run fails naming the Redis, redacted, and writes nothing; Redis back but
+  empty is refilled from the first partition by the next run.
 * PostgreSQL storage unreachable (a dagster.yaml pointing at a closed port): the command
   ends with one clear sentence within a bounded time instead of hanging.
 * The landing zone unreadable for a while: the sensor skips with the reason, then catches up
@@ -24,19 +27,24 @@ from pathlib import Path
 from urllib.parse import quote
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 
-from assets.feature_views import FEATURE_VIEWS
+from assets.feature_views import FEATURE_VIEWS, customer_profile
 from assets.sources import orders
 from conftest import dumps, landing_name, make_stores, ms, order_message, order_row, write_landing_file
 from feature_platform.cdc.change_log import file_id
 from feature_platform.config import Settings
 from feature_platform.feature_store import FeatureStore
+from feature_platform.offline_store import OfflineFeatureStore
 from feature_platform.orchestration.cdc_sensor import AnnouncementLog, build_cdc_sensor
 from feature_platform.orchestration.change_log_assets import build_change_log_asset
-from feature_platform.orchestration.partitions import hourly_partitions
+from feature_platform.orchestration.online_assets import RedisResource, build_online_asset
+from feature_platform.orchestration.partitions import hourly_partitions, partition_key_of
+from feature_platform.orchestration.resources import OfflineStoreResource
 from feature_platform.redis_client import redact
 from feature_platform.registry import Registry
+from feature_platform.storage import Store
 from reliability import (
     START,
     cli_environment,
@@ -149,6 +157,80 @@ def test_redis_stopped_mid_sync_fails_clearly_then_the_retry_succeeds_and_no_sec
     finally:
         for server in servers:
             server.stop()
+
+
+def profile_history(rows: list[dict]) -> pa.Table:
+    schema = customer_profile.history_schema()
+    return pa.Table.from_pylist([{**dict.fromkeys(schema.names), "_deleted": False, **row} for row in rows],
+                                schema=schema)
+
+
+@pytest.mark.timeout(240)
+def test_redis_down_through_every_retry_fails_the_sync_then_a_lost_redis_is_refilled_from_the_first_partition(
+        tmp_path):
+    """Redis stays down through every attempt of an online sync (the step's retry policy: 3
+    retries, 5 s exponential backoff): the run fails after four attempts, each failure naming
+    the Redis with its password redacted, having written nothing. Redis then comes back on its
+    port empty, its data lost: the next run, of the latest partition only, fills the view from
+    the first partition (docs/operations.md, *Backing up*)."""
+    h0, h1 = START, START + timedelta(hours=1)
+    project = f"down_{uuid.uuid4().hex[:8]}"
+    offline_dir = tmp_path / "offline"
+    offline = OfflineFeatureStore(Store(f"{offline_dir}/{project}"))
+    offline.write_partition(customer_profile, h0, profile_history([
+        {"customer_id": 1, "valid_from": h0, "first_name": "Ann"},
+        {"customer_id": 2, "valid_from": h0, "first_name": "Bo"}]), as_of=h1)
+    offline.write_partition(customer_profile, h1, profile_history([
+        {"customer_id": 2, "valid_from": h1, "first_name": "Bob"},
+        {"customer_id": 3, "valid_from": h1, "first_name": "Cy"}]), as_of=h1 + timedelta(hours=1))
+    asset = build_online_asset(customer_profile, hourly_partitions(h0))
+    policy = asset.op.retry_policy
+    backoff = sum(policy.calculate_delay(attempt) for attempt in range(1, policy.max_retries + 1))
+    servers = [start_server(password=PASSWORD)]
+    url = servers[0].url_for(0)
+    resources = {"offline": OfflineStoreResource(uri=str(offline_dir), project=project),
+                 "redis": RedisResource(url=url, project=project)}
+    instance = dg.DagsterInstance.ephemeral()
+    try:
+        assert dg.materialize([asset], resources=resources, partition_key=partition_key_of(h0),
+                              instance=instance).success
+        servers[0].stop()
+        files_before = {path: path.read_bytes() for path in offline_dir.rglob("*") if path.is_file()}
+
+        began = time.monotonic()
+        down = dg.materialize([asset], resources=resources, partition_key=partition_key_of(h1),
+                              instance=instance, raise_on_error=False)
+        waited = time.monotonic() - began
+        assert not down.success
+        retries = [e for e in down.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        [failure] = [e for e in down.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert len(retries) == policy.max_retries == 3
+        assert waited >= backoff  # each retry waited its delay: 5 + 15 + 35 s
+        errors = [e.event_specific_data.error for e in (*retries, failure)]
+        messages = [(error.cause or error).message for error in errors]
+        for message in messages:
+            assert redact(url) in message and "unreachable" in message, message
+        events_text = "\n".join(repr(e) for e in down.all_events)
+        for secret in secret_forms(PASSWORD):
+            assert secret not in events_text
+        assert down.asset_materializations_for_node(asset.op.name) == []
+        assert {path: path.read_bytes() for path in offline_dir.rglob("*") if path.is_file()} == files_before
+
+        servers.append(start_server(password=PASSWORD, port=servers[0].port))  # back, empty
+        back = dg.materialize([asset], resources=resources, partition_key=partition_key_of(h1), instance=instance)
+        [materialization] = back.asset_materializations_for_node(asset.op.name)
+        assert materialization.metadata["synced_through"].text == (h1 + timedelta(hours=1)).isoformat()
+        assert materialization.metadata["partitions_read"].value == 2  # from the first partition
+        settings = Settings(landing_uri=str(tmp_path / "landing"), offline_uri=str(offline_dir), redis_url=url,
+                            project=project, partitions_start=h0)
+        served = FeatureStore(settings, Registry.of([customer_profile])).get_online_features(
+            [{"customer_id": k} for k in (1, 2, 3)], features=["customer_profile:first_name"],
+            request_time=h1 + timedelta(hours=1))
+        assert served.stale == [] and served["first_name"].tolist() == ["Ann", "Bob", "Cy"]
+    finally:
+        for server in servers:
+            server.stop()
+        instance.dispose()
 
 
 @pytest.mark.timeout(120)

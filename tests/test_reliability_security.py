@@ -8,15 +8,13 @@ whole Dagster pipeline run for it; tests/test_change_log.py covers symlinks in d
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from assets.sources import orders
-from conftest import ORDERS_DIR, dumps, ms, order_message, order_row
+from conftest import ORDERS_DIR, dumps, load_bench_script, ms, order_message, order_row
 from feature_platform.cdc.change_log import ChangeLog
 from feature_platform.cdc.landing import LandingFile, read_landing_file
 from feature_platform.redis_client import OnlineStoreUnavailable, connect, redact
@@ -25,14 +23,6 @@ from redis_servers import make_tls_files, start_server
 from reliability import START
 
 PASSWORD = "tls-and-auth:p@ss/word%"
-LOAD = Path(__file__).resolve().parents[1] / "bench" / "load_server.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("load_server", LOAD)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def post(port: int, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
@@ -103,7 +93,7 @@ def test_rediss_with_the_generated_ca_works_and_every_misconfiguration_is_a_clea
 
 @pytest.mark.timeout(120)
 def test_feature_server_over_tls_bounds_requests_and_never_shows_the_password(tls_redis, tmp_path):
-    bench = load_bench()
+    bench = load_bench_script("load_server")
     project = "sec"
     bench.populate(tls_redis.url, project, customers=30)
     log = tmp_path / "serve.log"
@@ -119,7 +109,7 @@ def test_feature_server_over_tls_bounds_requests_and_never_shows_the_password(tl
         big = json.dumps({"feature_service": "churn_model", "entities": {"customer_id": [1]},
                           "pad": "x" * 1_100_000}).encode()
         status, answer = post(port, big)
-        assert status == 413 and "limit" in answer["error"]
+        assert status == 413 and "limit of 1048576 bytes" in answer["error"], answer  # the default, 1 MiB
         # A Content-Length far over the limit is refused before the body is read (nothing is sent).
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.putrequest("POST", "/get-online-features")

@@ -4,19 +4,14 @@ announced and staged exactly once, every sensor run succeeds (one at a time), th
 each order exactly once, and the long-running processes' memory stays flat.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak_dev.py"
+from conftest import load_bench_script
 
 
 @pytest.mark.timeout(420)
 def test_small_soak_under_dagster_dev_processes_every_batch_exactly_once(tmp_path):
-    spec = importlib.util.spec_from_file_location("soak_dev", SOAK)
-    soak_dev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(soak_dev)
+    soak_dev = load_bench_script("soak_dev")
     report = soak_dev.soak(batches=12, interval=1.5, orders_per_batch=3, workdir=tmp_path, timeout=380)
     print(report)  # shown with -s: the timings and memory figures
     assert report["runs"] >= 1 and report["runs_failed"] == 0, report

@@ -36,6 +36,7 @@ from feature_platform.feature_view import OnDemandFeature
 from feature_platform.online_store import RedisOnlineStore
 from feature_platform.registry import Registry
 from feature_platform.server import create_app, openapi_document
+from reliability import cli_environment, start_cli
 
 UTC = timezone.utc
 REDIS_URL = os.environ.get("FP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -335,6 +336,46 @@ def test_limits(store):
         small = json.dumps({"feature_service": "churn_model", "entities": {"customer_id": [1001]}})
         streamed = limited.request("POST", "/get-online-features", chunks=[small[:20].encode(), small[20:].encode()])
         assert streamed.status == 200, streamed.text
+
+
+@pytest.mark.timeout(120)
+def test_serve_command_refuses_a_body_over_max_body_bytes(store, tmp_path):
+    """``feature-platform serve --max-body-bytes`` in its own process: a body of the limit is
+    served, one byte more is a 413 naming the limit, declared or streamed."""
+    port, limit, log = closed_port(), 600, tmp_path / "serve.log"
+    environment = cli_environment(tmp_path, PROJECT, REDIS_URL)
+    process = start_cli(environment, "serve", "--port", str(port), "--max-body-bytes", str(limit),
+                        "--log-level", "warning", log=log)
+    try:
+        served = Client(port)
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "feature-platform serve did not answer /health within 60 s"
+            try:
+                if served.get("/health").status == 200:
+                    break
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.1)
+
+        def padded(size: int) -> bytes:
+            body = json.dumps({"feature_service": "churn_model", "entities": {"customer_id": [1001]}, "pad": ""})
+            return body.replace('"pad": ""', '"pad": "' + "x" * (size - len(body)) + '"').encode()
+
+        at_limit = served.request("POST", "/get-online-features", body=padded(limit))
+        assert at_limit.status == 200, at_limit.text
+        assert by_name(at_limit.json)["order_count_30d"]["values"] == [3]
+        over = padded(limit + 1)
+        assert_error(served.request("POST", "/get-online-features", body=over), 413, "601 bytes", "600 bytes",
+                     "--max-body-bytes")
+        streamed = served.request("POST", "/get-online-features", chunks=[over[:400], over[400:]])
+        assert_error(streamed, 413, "limit of 600 bytes", "--max-body-bytes")
+        assert served.get("/openapi.json").json["paths"]["/get-online-features"]["post"]["responses"]["413"][
+            "description"].startswith("Body over 600 bytes")
+    finally:
+        process.terminate()
+        process.wait(20)
 
 
 def test_unknown_routes_and_methods(client):

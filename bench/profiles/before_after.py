@@ -26,7 +26,7 @@ sys.path.insert(0, str(BENCH))
 
 import ours  # noqa: E402
 import workloads  # noqa: E402
-from feature_platform import feature_store, historical, online_store  # noqa: E402
+from feature_platform import historical, online_store  # noqa: E402
 from feature_platform.orchestration.online_assets import latest_rows  # noqa: E402
 from feature_platform.redis_client import connect  # noqa: E402
 

@@ -733,7 +733,7 @@ def aggregation_history(versions: pd.DataFrame, view: FeatureView, live_after: i
     for aggregation in view.aggregations:
         column = history[aggregation.name]
         if aggregation.function in ("count", "count_distinct", "sum"):
-            column = column.fillna(0)  # nothing in the window yet: count 0, sum 0
+            column = _zero_where_null(column)  # nothing in the window yet: count 0, sum 0
         history[aggregation.name] = _typed(column, output_types[aggregation.name])
     return history[["_entity", "_t", *[a.name for a in view.aggregations]]]
 
@@ -762,6 +762,15 @@ def _align_window_groups(parts: list[pd.DataFrame]) -> pd.DataFrame:
             column = pd.Series(values, index=index, dtype=part[name].dtype)
             aligned[name] = column.where(row.notna().to_numpy())
     return aligned
+
+
+def _zero_where_null(column: pd.Series) -> pd.Series:
+    """``column`` with 0 for its nulls. A wide column (Python ints) stays object: ``fillna``
+    would also re-infer its dtype, as uint64 when every value is non-negative and one passes
+    int64, which ``_typed`` cannot take back to Int64 (and pandas deprecates that inference)."""
+    if is_wide(column):
+        return pd.Series([0 if pd.isna(value) else value for value in column], index=column.index, dtype=object)
+    return column.fillna(0)
 
 
 def _typed(column: pd.Series, dtype: DType) -> pd.Series:
@@ -799,7 +808,7 @@ def latest_state_history(versions: pd.DataFrame, view: FeatureView) -> pd.DataFr
     deleted = pd.DataFrame({"_entity": entity_of(gone), "_t": gone["known_to"],
                             "_lsn": gone["closed_by_lsn"].astype(np.int64), "_deleted": True})
     for feature in view.features:
-        deleted[feature.name] = None
+        deleted[feature.name] = _nulls_like(rows[feature.name], len(deleted))
     history = pd.concat([frame for frame in (rows, deleted) if len(frame)] or [rows], ignore_index=True)
     history = history.sort_values(["_entity", "_t", "_lsn"], kind="stable")
     # Several changes of one entity at one instant (one transaction): the last one stands.
@@ -808,6 +817,16 @@ def latest_state_history(versions: pd.DataFrame, view: FeatureView) -> pd.DataFr
     for feature in view.features:
         history[feature.name] = _typed(history[feature.name], output_types[feature.name])
     return history[["_entity", "_t", *[f.name for f in view.features], "_deleted"]].reset_index(drop=True)
+
+
+def _nulls_like(column: pd.Series, length: int) -> pd.api.extensions.ExtensionArray:
+    """``length`` nulls of ``column``'s dtype, so a concatenation with it keeps that dtype (Int64
+    stays exact, a Float64 NaN value stays a value); ``None`` in an object column where that
+    dtype holds no null (int64, bool), as concatenating with all-``None`` columns gave."""
+    dtype = column.dtype
+    if dtype == object or (isinstance(dtype, np.dtype) and dtype.kind in "iub"):
+        return pd.array([None] * length, dtype=object)
+    return pd.array([None] * length, dtype=dtype)
 
 
 def apply_row_transform(versions: pd.DataFrame, view: FeatureView) -> pd.DataFrame:

@@ -198,8 +198,7 @@ def _queued_runs(context: dg.SensorEvaluationContext, sensor_name: str) -> list[
     return [record.dagster_run.run_id for record in runs]
 
 
-def build_cdc_job(tables: list[SourceTable], partitions_def: dg.TimeWindowPartitionsDefinition,
-                  name: str):
+def build_cdc_job(tables: list[SourceTable], name: str):
     """The job the CDC sensor's runs belong to: the change logs and everything built from them.
 
     The sensor's run requests select the change logs *and everything downstream* of them
@@ -216,7 +215,6 @@ def build_cdc_job(tables: list[SourceTable], partitions_def: dg.TimeWindowPartit
     return dg.define_asset_job(
         name,
         selection=dg.AssetSelection.assets(*[change_log_key(t) for t in tables]).downstream().materializable(),
-        partitions_def=partitions_def,
         executor_def=dg.in_process_executor,
         description="The CDC sensor's runs: the change-log partitions a landed batch touches, and everything "
                     "downstream of them, in one process.",
@@ -247,7 +245,7 @@ def build_cdc_sensor(tables: list[SourceTable], partitions_def: dg.TimeWindowPar
                                       for h in horizons)
         return unknown
 
-    job = build_cdc_job(tables, partitions_def, f"{name}_job")
+    job = build_cdc_job(tables, f"{name}_job")  # hourly-partitioned as its assets are
 
     @dg.sensor(
         name=name,
