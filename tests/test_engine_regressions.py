@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from assets.entities import product
-from assets.feature_views import customer_profile, product_sales
+from assets.feature_views import customer_profile
 from assets.sources import customers, orders
 from feature_platform.cdc.change_log import change_log_schema
 from feature_platform.engines.pandas_engine import HistoryRange, ValueOverflowError, compute_history

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import redis
 from redis.cluster import RedisCluster
 
 from assets.feature_views import FEATURE_SERVICES, FEATURE_VIEWS, customer_orders, customer_profile
@@ -193,7 +192,7 @@ def test_writes_never_regress_late_corrections_apply_and_tombstones_hold(online,
 
 
 def test_aggregation_rows_never_regress_either(online):
-    view, key = customer_orders, online.key(customer_orders, 7)
+    view = customer_orders
     write(online, view, [{"customer_id": 7, "valid_from": T0 + 2 * HOUR, "order_count_30d": 5,
                           "total_spend_30d": Decimal("50.00")}])
     assert write(online, view, [{"customer_id": 7, "valid_from": T0 + HOUR, "order_count_30d": 3}]).applied == 0
