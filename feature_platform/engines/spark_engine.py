@@ -14,8 +14,8 @@ change log outgrows one machine. Step by step, with the pandas function each one
    (``unit_price * 100``), a timestamp its microseconds (``unix_micros``), an int a ``long``.
    Nothing is a float before a mean, a stddev or a division; sums of ints and decimals are
    ``DECIMAL(38,0)`` with ``try_`` arithmetic, so they are exact or a named error. (They
-   are first computed in longs, and again in ``DECIMAL(38,0)`` only if a long overflowed:
-   ``_narrowed``.)
+   are first computed in longs, kept as longs to the Arrow table, and computed again in
+   ``DECIMAL(38,0)`` only if a long overflowed: ``_narrowed``.)
 2. **Row versions** (``row_versions``): a window over ``_pk`` ordered by ``(_lsn, op rank)``.
    ``lead(_commit)`` is ``known_to`` (the key's next change, a delete included, closes a
    version). A TOASTed column takes the value of the latest earlier *version* of the key
@@ -63,9 +63,13 @@ row in file) for Parquet paths. Built change-log partitions hold no such duplica
 
 Speed: run it with ``spark_session.get_spark()``'s settings (adaptive execution off: with it
 on, the plans need three times the jobs and its checkpoints forget their partitioning). On
-workload B (bench/ours.py cdc spark) a fresh JVM's first computation was mostly the JIT
-compiling Spark (hence the C1-only JIT of local sessions), then sorting (the window by key,
-then by entity and instant) and, before the long pass, BigDecimal arithmetic.
+workload B (1M events, bench/ours.py cdc spark, local[2]) a fresh JVM's first computation
+spends ~8 s of JVM CPU before any data matters (loading ~12,000 classes, the JIT compiling
+~9,000 methods, Janino compiling the generated code: as much at 20k events; hence the C1-only
+JIT of local sessions). The rest, ~13 s of CPU again in a warm session, is spread over the
+plan: reading and shuffling by key ~2.3 s (one task per Parquet row group), the window by key
+~3.5 s, memberships and the shuffle by entity ~1.5 s, the sweep (explode, sum per instant,
+sort, running window) ~4.8 s, alignment, drop-unchanged and Arrow ~1 s.
 """
 
 from __future__ import annotations
@@ -97,6 +101,12 @@ _SPARK_TYPES = {"int": "long", "decimal": WIDE, "timestamp": "long", "float": "d
 def _spark_type(dtype: DType) -> str:
     """How a value of ``dtype`` is carried inside the engine (decimals unscaled, times in µs)."""
     return _SPARK_TYPES[dtype.kind]
+
+
+def _narrow_type(dtype: DType) -> str:
+    """How an aggregation's output of ``dtype`` is carried in the narrow pass (``_narrowed``):
+    a decimal's unscaled value as a long."""
+    return "long" if dtype.kind == "decimal" else _spark_type(dtype)
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -336,8 +346,8 @@ def _running_sums(members, aggregations: list[Aggregation], input_types: dict[st
     joins or leaves, which is the group's index. Exact inputs are summed as DECIMAL(38,0)
     with ``try_*`` arithmetic: a value beyond 38 digits becomes a named error
     (``_refuse_null``), never a wrapped or silently dropped one. In the ``narrow`` pass
-    they are summed as longs, and an overflow is the ``_WIDEN`` error instead (the sums are
-    DECIMAL(38,0) again afterwards, so what follows is the same in both passes).
+    they are summed as longs, and an overflow is the ``_WIDEN`` error instead; the sums stay
+    longs to the output, the same integers a DECIMAL(38,0) would hold.
     """
     from pyspark.sql import functions as F
 
@@ -373,8 +383,11 @@ def _running_sums(members, aggregations: list[Aggregation], input_types: dict[st
     running = running.select("_entity", "_t", *[
         (F.try_sum if name in exact_sums else F.sum)(name).over(_by_entity(running=True)).alias(name)
         for name in ["__count", *contributions]])
+    # Narrow sums stay longs to the end (``_aggregation_history``): a DECIMAL(38,0) is a Java
+    # BigDecimal in every row that reads, compares or converts it.
     running = running.select("_entity", "_t", *[
-        refuse(F.col(name), _aggregation_of(aggregations, name).name, "a sum", F.col("_t")).cast(WIDE).alias(name)
+        refuse(F.col(name), _aggregation_of(aggregations, name).name, "a sum", F.col("_t"))
+        .cast("long" if narrow else WIDE).alias(name)
         if name in exact_sums else F.col(name) for name in ["__count", *contributions]])
     outputs = []
     for aggregation in aggregations:
@@ -382,7 +395,7 @@ def _running_sums(members, aggregations: list[Aggregation], input_types: dict[st
         if function == "count":
             outputs.append(F.col("__count").alias(name))
         elif function in ("sum", "mean", "stddev"):
-            outputs.append(_sum_based(aggregation, input_types, view).alias(name))
+            outputs.append(_sum_based(aggregation, input_types, view, narrow).alias(name))
     return running.select("_entity", "_t", *outputs)
 
 
@@ -460,8 +473,9 @@ def _guarded(expression: Expr, types: dict[str, DType], view: FeatureView, featu
                   ).otherwise(exact)
 
 
-def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: FeatureView):
-    """sum, mean or stddev from the running n, Σx and Σx², computed as pandas computes them."""
+def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: FeatureView, narrow: bool):
+    """sum, mean or stddev from the running n, Σx and Σx², computed as pandas computes them
+    (``narrow``: exact Σx and Σx² are longs)."""
     from decimal import Decimal
 
     from pyspark.sql import functions as F
@@ -471,7 +485,7 @@ def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: Fe
     exact = input_type.kind in ("int", "decimal")
     n, s = F.col(f"{name}__n"), F.col(f"{name}__s")
     if function == "sum":
-        if input_type.kind == "int":  # stored as a long: refuse what does not fit one
+        if input_type.kind == "int" and not narrow:  # stored as a long: refuse what does not fit one
             fits = s.between(F.lit(-INT64_MAX - 1).cast(WIDE), F.lit(INT64_MAX).cast(WIDE))
             return _refuse_null(F.when(fits, s.cast("long")), view, name, "a sum (an int64 feature)", F.col("_t"))
         return s
@@ -484,6 +498,7 @@ def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: Fe
         return F.when(n > 0, s.cast("double") / count.cast("double"))
     q = F.col(f"{name}__q")
     if exact:
+        s, q = s.cast(WIDE), q.cast(WIDE)  # the products below need up to 38 digits
         # The numerator n·Σx² − (Σx)² exactly in DECIMAL(38,0) ((Σx)² <= n·Σx², so if n·Σx²
         # fits, everything does), then the same correctly rounded root as pandas.
         total = _refuse_null(F.try_multiply(n.cast(WIDE), q), view, name,
@@ -586,7 +601,8 @@ def _aggregation_history(versions, view: FeatureView, live_after: int | None, na
         if aggregation.function in ("count", "count_distinct", "sum"):
             column = F.coalesce(column, F.lit(0))  # nothing in the window yet: count 0, sum 0
         if aggregation.name not in _exact_stddevs(view):  # those stay (n, numerator) structs
-            column = column.cast(_spark_type(output_types[aggregation.name]))
+            column = column.cast(_narrow_type(output_types[aggregation.name]) if narrow
+                                 else _spark_type(output_types[aggregation.name]))
         columns.append(column.alias(aggregation.name))
     return history.select("_entity", "_t", *columns)
 
@@ -749,6 +765,9 @@ def _compute_history(spark, change_log: pa.Table | Iterable[str], view: FeatureV
     if _exact_stddevs(view):
         return _finish_exact_stddevs(history, view)
     stored_types = view.stored_dtypes_without_derived()
+    if narrow and view.derived and view.is_aggregation_view:  # derived expressions read DECIMAL(38,0)
+        history = history.select("_entity", "_t", *[
+            F.col(name).cast(_spark_type(dtype)).alias(name) for name, dtype in stored_types.items()])
     for derived in view.derived:
         dtype = derived.expression.dtype(stored_types)
         history = history.withColumn(derived.name, derived.expression.to_spark(stored_types).cast(_spark_type(dtype)))
