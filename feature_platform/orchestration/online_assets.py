@@ -48,14 +48,15 @@ def online_key(view: FeatureView) -> dg.AssetKey:
     return dg.AssetKey(["online", view.name])
 
 
-def latest_rows(paths: list[str], join_key: str, files_per_step: int = 24):
+def latest_rows(paths: list[str], join_key: str, files_per_step: int = 48):
     """Each entity's latest history row across the given partition files (in hour order),
     streamed in batches.
 
     A partition holds only rows whose ``valid_from`` falls in its hour (offline_store), so an
     entity's latest row is in the newest partition that has the entity at all. The files are
-    read newest first, in steps of ``files_per_step`` files that double in size each time
-    (few queries in all). A step first lists the entities it has that no newer step gave
+    read newest first, in steps of ``files_per_step`` files (two days of hourly partitions)
+    that double in size each time: few queries in all (on the benchmark's 30 days, steps of
+    48 files took 0.43 s, of 24 files 0.48 s, best of six each). A step first lists the entities it has that no newer step gave
     (reading only the join-key column); only those get their rows read, of which each
     entity's greatest ``valid_from`` is kept (the history holds one row per entity and
     ``valid_from``: engines de-duplicate within each hour). Most entities have a row in the
