@@ -68,9 +68,11 @@ class OfflineFeatureStore:
             expected = hour + timedelta(hours=1)
         return run
 
-    def horizon(self, view: FeatureView | str, first_partition: datetime) -> datetime | None:
-        """How far the view's history is known without a gap (None: not at all yet)."""
-        run = self.known_partitions(view, first_partition)
+    def horizon(self, view: FeatureView | str, first_partition: datetime,
+                known: list[datetime] | None = None) -> datetime | None:
+        """How far the view's history is known without a gap (None: not at all yet).
+        ``known``: the view's ``known_partitions``, if the caller has just listed them."""
+        run = self.known_partitions(view, first_partition) if known is None else known
         if not run:
             return None
         as_of = self.partition_metadata(view, run[-1]).get("as_of")

@@ -30,11 +30,12 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -60,7 +61,7 @@ from conftest import (
     write_landing_file,
     write_text,
 )
-from feature_platform.cdc.change_log import OP_ORDER, ChangeLog, hour_of_ms, parse_hour
+from feature_platform.cdc.change_log import OP_ORDER, ChangeLog, hour_label, hour_of_ms, parse_hour
 from feature_platform.cdc.landing import list_landing_files
 from feature_platform.orchestration.change_log_assets import QUARANTINE_CHECK, build_change_log_asset
 from feature_platform.orchestration.partitions import hourly_partitions, partition_key_of
@@ -728,3 +729,16 @@ def test_symlink_out_of_the_landing_root_is_refused(stores, tmp_path):
     assert {q["file"] for q in quarantine} == {link, linked_dir_file}
     assert all(q["line"] == 0 and q["raw"] == "" and "outside the landing root" in q["reason"] for q in quarantine)
 
+
+
+@given(moment=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9998, 12, 31),
+                           timezones=st.just(timezone.utc)))
+def test_an_hour_label_names_the_hour_it_came_from(moment):
+    assert parse_hour(hour_label(moment)) == moment.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.mark.parametrize("label", ["2026-03-01", "2026-03-01T05:30", "2026-13-01T05", "2026-03-01T24",
+                                   "2026-03-01t05", "2026-03-01T+5", "2026-03-01T05.parquet", ""])
+def test_anything_else_is_not_an_hour_label(label):
+    with pytest.raises(ValueError):
+        parse_hour(label)

@@ -95,7 +95,8 @@ def latest_rows(paths: list[str], join_key: str, files_per_step: int = 48):
 
 def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnlineStore,
               window_start: datetime, first_partition: datetime) -> dict:
-    horizon = offline.horizon(view, first_partition)
+    known = offline.known_partitions(view, first_partition)
+    horizon = offline.horizon(view, first_partition, known)
     if horizon is None:
         return {"synced_through": "nothing materialized offline yet", "entities_written": 0}
     blocked = first_blocked_hour(view, offline)
@@ -110,7 +111,7 @@ def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnli
     # skip entities whose latest row is in an earlier partition, and advancing synced_through
     # afterwards would make Redis claim (as absent/empty) values it never received.
     start = first_partition if synced is None else min(window_start, synced.replace(minute=0, second=0, microsecond=0))
-    hours = [h for h in offline.known_partitions(view, first_partition) if start <= h < horizon]
+    hours = [h for h in known if start <= h < horizon]
     paths = [offline.store.uri_of(offline.partition_path(view, hour)) for hour in hours]
     pause_point("online-sync", f"{view.name}:before-write")  # inert outside fault-injection tests
     summary = online.write_latest(view, latest_rows(paths, view.entity.join_key)) if paths else None
