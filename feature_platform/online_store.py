@@ -185,14 +185,15 @@ def _decode_text(raw: bytes) -> str:
 
 def pack_rows(batch: pa.RecordBatch, layout: ValueLayout) -> pa.Array:
     """Each history row of ``batch`` as its packed Redis value (binary), built column-wise by Arrow."""
-    rows = batch.num_rows
     valid_from = encode_arrow(batch.column("valid_from"), TIMESTAMP)
     encoded = [encode_arrow(batch.column(name), dtype) for name, dtype in zip(layout.names, layout.dtypes)]
-    null_mask = (pc.binary_join_element_wise(*[pc.if_else(pc.is_null(c), "1", "0") for c in encoded], "")
-                 if encoded else pa.array([""] * rows))
+    if any(c.null_count for c in encoded):
+        null_mask = pc.binary_join_element_wise(*[pc.if_else(pc.is_null(c), "1", "0") for c in encoded], "")
+        encoded = [pc.fill_null(c, "") if c.null_count else c for c in encoded]
+    else:  # the usual batch: no null anywhere, the same mask on every row
+        null_mask = "0" * len(encoded)
     separator = SEPARATOR.decode()
-    live = pc.binary_join_element_wise(valid_from, layout.id, null_mask, *[pc.fill_null(c, "") for c in encoded],
-                                       separator)
+    live = pc.binary_join_element_wise(valid_from, layout.id, null_mask, *encoded, separator)
     if "_deleted" in batch.schema.names:
         tombstone = pc.binary_join_element_wise(valid_from, TOMBSTONE.decode(), separator)
         live = pc.if_else(pc.fill_null(batch.column("_deleted"), False), tombstone, live)
