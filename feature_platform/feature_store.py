@@ -191,8 +191,10 @@ def _response_columns(join_keys: list[str], requested, full_feature_names: bool)
 
 
 def _join_key_array(values: list):
-    """A join-key column as pandas would infer it from the list (int64 for ints, object for
-    text), made directly for those two; None for anything else (the DataFrame infers it)."""
+    """A join-key column as pandas 2 infers it from a non-empty list (int64 for ints, object
+    for text), made directly for those two; None for anything else (the DataFrame infers it)."""
+    if not values:
+        return None
     if all(type(v) is int for v in values):
         try:
             return np.array(values, dtype=np.int64)
