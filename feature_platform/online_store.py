@@ -36,6 +36,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import pyarrow as pa
@@ -265,8 +266,14 @@ class RedisOnlineStore:
     # -- writing -------------------------------------------------------------------------
 
     def write_latest(self, view: FeatureView, batches: Iterable[pa.RecordBatch], expire: timedelta | None = None,
-                     keys_per_call: int = 1000) -> WriteSummary:
-        """Write each entity's latest row (batches of history rows, one row per entity)."""
+                     keys_per_call: int = 1000, fresh: bool = False) -> WriteSummary:
+        """Write each entity's latest row (batches of history rows, one row per entity).
+
+        ``fresh``: the view has no synced-through mark yet (never synced, or synced in an older
+        format), so most of its keys are probably absent: each call is first tried as one
+        ``MSETNX``, and only a call that finds a key already there runs the compare-and-write
+        script (on one Redis; a cluster always runs the script). Correct either way.
+        """
         if not 0 < keys_per_call <= MAX_KEYS_PER_CALL:
             raise ValueError(f"keys_per_call must be 1..{MAX_KEYS_PER_CALL}, not {keys_per_call}")
         layout = ValueLayout.of(view)
@@ -292,15 +299,17 @@ class RedisOnlineStore:
         summary = WriteSummary()
         for groups in read_ahead(prepared(batch) for batch in batches if batch.num_rows):
             summary.rows += sum(len(keys) for _, keys, _ in groups)
-            summary.applied += self._call_in_groups(groups, keys_per_call)
+            summary.applied += self._call_in_groups(groups, keys_per_call, fresh)
         return summary
 
-    def _call_in_groups(self, groups: list[tuple[int, list[bytes], list[bytes]]], keys_per_call: int) -> int:
+    def _call_in_groups(self, groups: list[tuple[int, list[bytes], list[bytes]]], keys_per_call: int,
+                        fresh: bool = False) -> int:
         """Run the write script over (expiry, keys, rows) in calls of at most ``keys_per_call``
-        keys, pipelined; on a cluster, the keys of one call share a slot."""
+        keys, pipelined; on a cluster, the keys of one call share a slot. ``fresh``: see
+        ``write_latest``."""
         pipeline = self.client.pipeline(transaction=False)
-        for expire_ms, keys, rows in groups:
-            if self.is_cluster:
+        if self.is_cluster:
+            for expire_ms, keys, rows in groups:
                 by_slot: dict[int, list[int]] = {}
                 for position, key in enumerate(keys):
                     by_slot.setdefault(self.client.keyslot(key), []).append(position)
@@ -312,11 +321,24 @@ class RedisOnlineStore:
                         # EVAL is queued like any command and routed by the keys' shared slot.
                         pipeline.execute_command("EVAL", _WRITE_LATEST, len(chosen), *[keys[p] for p in chosen],
                                                  expire_ms, *[rows[p] for p in chosen])
-            else:
-                for i in range(0, len(keys), keys_per_call):
-                    self._write(keys=keys[i:i + keys_per_call], args=[expire_ms, *rows[i:i + keys_per_call]],
-                                client=pipeline)
-        return sum(int(result) for result in pipeline.execute())
+            return sum(int(result) for result in pipeline.execute())
+        calls = [(expire_ms, keys[i:i + keys_per_call], rows[i:i + keys_per_call])
+                 for expire_ms, keys, rows in groups for i in range(0, len(keys), keys_per_call)]
+        written = 0
+        if fresh:
+            # MSETNX writes a whole call when none of its keys exists, and nothing otherwise:
+            # it can never overwrite, so never regress, and costs Redis less than half the
+            # script. A call it refuses (some key is there) goes to the script, which decides
+            # key by key. Only rows without an expiry: MSETNX cannot set one.
+            tried = [call for call in calls if call[0] == 0]
+            for _, keys, rows in tried:
+                pipeline.execute_command("MSETNX", *chain.from_iterable(zip(keys, rows)))
+            outcomes = pipeline.execute()
+            written = sum(len(keys) for (_, keys, _), done in zip(tried, outcomes) if done)
+            calls = [call for call, done in zip(tried, outcomes) if not done] + [c for c in calls if c[0] != 0]
+        for expire_ms, keys, rows in calls:
+            self._write(keys=keys, args=[expire_ms, *rows], client=pipeline)
+        return written + sum(int(result) for result in pipeline.execute())
 
     def advance_synced_through(self, view: FeatureView, moment: datetime) -> bool:
         return bool(self._advance(keys=[self.synced_key(view)],

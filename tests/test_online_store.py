@@ -191,6 +191,31 @@ def test_writes_never_regress_late_corrections_apply_and_tombstones_hold(online,
     assert client.pttl(key) == -1
 
 
+def test_a_fresh_sync_never_regresses_keys_that_are_already_there(online):
+    """A view without a synced mark is written call by call with MSETNX (fresh=True); a call
+    that meets a key already written (a sync killed before its mark moved, a concurrent
+    writer) falls back to the compare-and-write, so the newer row there stays."""
+    view = customer_profile
+    newer = {"first_name": "Newer", "last_name": "Row", "email": None, "biography_length": 1}
+    assert write(online, view, [{"customer_id": e, "valid_from": T0 + 2 * HOUR, **newer} for e in (3, 1500)]).applied == 2
+    rows = [{"customer_id": e, "valid_from": T0 + HOUR, **PROFILE_1} for e in range(3000)]
+    rows[2500]["_deleted"] = True  # a tombstone: always the script (MSETNX cannot set its expiry)
+    client = online.client
+    before = {c: s["calls"] for c, s in client.info("commandstats").items()}
+    summary = write(online, view, rows, fresh=True, keys_per_call=1000)
+    after = {c: s["calls"] for c, s in client.info("commandstats").items()}
+
+    assert (summary.rows, summary.applied, summary.skipped_older) == (3000, 2998, 2)
+    for entity in (3, 1500):
+        assert stored(online, view, entity)[b"first_name"] == b"Newer"
+    for entity in (0, 999, 1000, 1499, 1501, 2999):
+        assert stored(online, view, entity)[b"first_name"] == b"Ann"
+    assert stored(online, view, 2500) == {b"_valid_from": micros(T0 + HOUR), b"_deleted": b"1"}
+    assert client.pttl(online.key(view, 2500)) > 0 and client.pttl(online.key(view, 2999)) == -1
+    # Three calls tried with MSETNX (the tombstone's call is not); the two holding 3 and 1500 refused.
+    assert after["cmdstat_msetnx"] - before.get("cmdstat_msetnx", 0) == 3
+
+
 def test_aggregation_rows_never_regress_either(online):
     view = customer_orders
     write(online, view, [{"customer_id": 7, "valid_from": T0 + 2 * HOUR, "order_count_30d": 5,

@@ -114,7 +114,8 @@ def sync_view(view: FeatureView, offline: OfflineFeatureStore, online: RedisOnli
     hours = [h for h in known if start <= h < horizon]
     paths = [offline.store.uri_of(offline.partition_path(view, hour)) for hour in hours]
     pause_point("online-sync", f"{view.name}:before-write")  # inert outside fault-injection tests
-    summary = online.write_latest(view, latest_rows(paths, view.entity.join_key)) if paths else None
+    summary = online.write_latest(view, latest_rows(paths, view.entity.join_key), fresh=synced is None) \
+        if paths else None
     # A crash here leaves the rows written and synced_through where it was: the next run
     # rewrites the same rows (ties are harmless) and only then moves synced_through.
     pause_point("online-sync", f"{view.name}:written")
