@@ -172,7 +172,9 @@ def online_read(size: str, table: Table, results: dict, iterations: int) -> None
     # falls on all three alike instead of on whichever side ran during it.
     rounds = 4
     per_round = max(iterations // rounds, 10)
-    pooled: dict[str, dict] = {"ours": {}, "raw": {}, "raw_hgetall": {}, "feast": {}}
+    pooled: dict[str, dict] = {"ours": {}, "ours_dict": {}, "raw": {}, "raw_hgetall": {}, "feast": {}}
+    # Each side reports two reads: ours the DataFrame and the dict, raw GET/MGET and HGETALL.
+    second = {"ours": "ours_dict", "raw": "raw_hgetall"}
     for _ in range(rounds):
         for name, run in (("ours", lambda: side(BENCH / "ours.py", "read", path, per_round)),
                           ("raw", lambda: side(BENCH / "ceilings.py", "redis-read", path, per_round)),
@@ -181,24 +183,32 @@ def online_read(size: str, table: Table, results: dict, iterations: int) -> None
             found = run()
             for batch in (1, 100):
                 pooled[name].setdefault(batch, []).extend(found[f"ms_{batch}"])
-                if name == "raw":
-                    pooled["raw_hgetall"].setdefault(batch, []).extend(found[f"ms_{batch}_hgetall"])
-    ours, raw, hgetall, feast = ({f"p{q}_ms_{batch}": float(np.percentile(pooled[name][batch], q))
-                                  for batch in (1, 100) for q in (50, 99)}
-                                 for name in ("ours", "raw", "raw_hgetall", "feast"))
-    results["online_read"] = {"ours": ours, "raw_redis_py_get": raw, "raw_redis_py_hgetall": hgetall,
-                              "feast": feast, "iterations": iterations}
+                if name in second:
+                    suffix = second[name].removeprefix(name)
+                    pooled[second[name]].setdefault(batch, []).extend(found[f"ms_{batch}{suffix}"])
+    ours, ours_dict, raw, hgetall, feast = ({f"p{q}_ms_{batch}": float(np.percentile(pooled[name][batch], q))
+                                             for batch in (1, 100) for q in (50, 99)}
+                                            for name in ("ours", "ours_dict", "raw", "raw_hgetall", "feast"))
+    results["online_read"] = {"ours_dataframe": ours, "ours_dict": ours_dict, "raw_redis_py_get": raw,
+                              "raw_redis_py_hgetall": hgetall, "feast": feast, "iterations": iterations}
     for batch in (1, 100):
-        o, r, h, f = (side_[f"p99_ms_{batch}"] for side_ in (ours, raw, hgetall, feast))
-        # The issue's ceiling is raw HGETALL (rows as hashes); GET/MGET of our own packed keys
-        # is the stricter one, shown beside it.
-        target, met = ("p99 ≤ 2× raw HGETALL", o <= 2 * h) if batch == 1 else ("p99 ≤ 2 ms", o <= 2.0)
+        h, r, f = (side_[f"p99_ms_{batch}"] for side_ in (hgetall, raw, feast))
         get = "GET" if batch == 1 else "MGET"
-        table.add(f"online read {batch} entit{'y' if batch == 1 else 'ies'}, p50 / p99 ms",
-                  f"{ours[f'p50_ms_{batch}']:.2f} / {o:.2f}",
-                  f"raw redis-py HGETALL {hgetall[f'p50_ms_{batch}']:.2f} / {h:.2f}; raw {get} "
-                  f"{raw[f'p50_ms_{batch}']:.2f} / {r:.2f}; Feast {feast[f'p50_ms_{batch}']:.2f} / {f:.2f}",
-                  f"p99: {o / h:.1f}× raw HGETALL, {o / r:.1f}× raw {get}, {o / f:.2f}× Feast", target, met)
+        entities = f"{batch} entit{'y' if batch == 1 else 'ies'}"
+        # The issue's ceiling is raw HGETALL (rows as hashes); GET/MGET of our own packed keys
+        # is the stricter one, shown beside it. The target is judged on the dict read: plain
+        # Python values, what Feast's side returns (.to_dict()) and what our HTTP server uses;
+        # the DataFrame read adds building a DataFrame and is shown on its own row.
+        for label, measured in (("get_online_features_dict", ours_dict), ("get_online_features (DataFrame)", ours)):
+            o = measured[f"p99_ms_{batch}"]
+            judged = label.endswith("_dict")
+            target, met = (("p99 ≤ 2× raw HGETALL", o <= 2 * h) if batch == 1 else ("p99 ≤ 2 ms", o <= 2.0)) \
+                if judged else ("", None)
+            table.add(f"online read {entities}, {label}, p50 / p99 ms",
+                      f"{measured[f'p50_ms_{batch}']:.2f} / {o:.2f}",
+                      f"raw redis-py HGETALL {hgetall[f'p50_ms_{batch}']:.2f} / {h:.2f}; raw {get} "
+                      f"{raw[f'p50_ms_{batch}']:.2f} / {r:.2f}; Feast .to_dict() {feast[f'p50_ms_{batch}']:.2f} / {f:.2f}",
+                      f"p99: {o / h:.1f}× raw HGETALL, {o / r:.1f}× raw {get}, {o / f:.2f}× Feast", target, met)
 
 
 # -- workload B -----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -129,14 +130,62 @@ class FeatureStore:
     def get_online_features(self, entity_rows: list[dict], features: list[str] | None = None,
                             service: str | None = None, full_feature_names: bool = False,
                             request_time: datetime | None = None, decimals: str = "float") -> OnlineResponse:
-        """The latest values for each entity row, in one Redis round trip.
+        """The latest values for each entity row, in one Redis round trip, as a DataFrame.
 
         Columns come in the requested (or the service's declared) order after the join keys.
         A view whose synced-through time is older than its TTL at ``request_time`` (default
         now) is served as null and named in ``.stale``; on-demand features are computed
         against ``request_time``, so replaying a past moment reads what serving answered then.
+        ``get_online_features_dict`` reads the same values without building a DataFrame.
         """
-        requested, join_keys, view_plans, column_names = self._online_plan(features, service, decimals)
+        read = self._read_online(entity_rows, features, service, request_time, decimals)
+        # Columns are built as typed arrays and put into one DataFrame at the end: inserting
+        # columns one by one into a DataFrame costs more than the Redis round trip itself.
+        columns = {}
+        for view_read in read.views:
+            typed = {name: _typed_array(values, dtype, decimals)
+                     for name, (dtype, values) in view_read.columns.items()}
+            if view_read.on_demand:
+                typed.update(_on_demand_arrays(view_read, typed, read.request_time, read.length))
+            columns[view_read.view.name] = typed
+        names = self._response_names(read, full_feature_names)
+        arrays = [columns[view.name][feature] for view, feature in read.requested]
+        result = _response(names, [read.key_values[key] for key in read.join_keys], arrays, read.length)
+        result.stale = read.stale_views
+        return result
+
+    def get_online_features_dict(self, entity_rows: list[dict], features: list[str] | None = None,
+                                 service: str | None = None, full_feature_names: bool = False,
+                                 request_time: datetime | None = None, decimals: str = "float") -> OnlineValues:
+        """The same values as ``get_online_features``, as ``{column: [value per entity row]}``.
+
+        The shape of Feast's ``get_online_features(...).to_dict()``, for a model server that
+        wants plain Python values: no DataFrame is built, which for a one-entity read costs
+        as much as the Redis round trip. Values are ``int``, ``float``, ``bool``, ``str``,
+        ``Decimal`` (with ``decimals="decimal"``), timezone-aware ``datetime``, or ``None``
+        for null; ``.stale`` names the views served as null for staleness.
+        """
+        read = self._read_online(entity_rows, features, service, request_time, decimals)
+        columns = {}
+        for view_read in read.views:
+            values = {name: column_values for name, (_dtype, column_values) in view_read.columns.items()}
+            if view_read.on_demand:
+                typed = {name: _typed_array(column_values, dtype, decimals)
+                         for name, (dtype, column_values) in view_read.columns.items()}
+                values.update({name: _python_values(array) for name, array
+                               in _on_demand_arrays(view_read, typed, read.request_time, read.length).items()})
+            columns[view_read.view.name] = values
+        names = self._response_names(read, full_feature_names)
+        result = OnlineValues(zip(names, [read.key_values[key] for key in read.join_keys]
+                                  + [columns[view.name][feature] for view, feature in read.requested]))
+        result.stale = read.stale_views
+        return result
+
+    def _read_online(self, entity_rows, features, service, request_time, decimals) -> "_OnlineRead":
+        """What both online reads share: check the rows, read Redis once, decode each stored
+        value to Python, and null out the views that are stale at ``request_time``."""
+        plan = self._online_plan(features, service, decimals)
+        requested, join_keys, view_plans, _names = plan
         request_time = (request_time or datetime.now(timezone.utc)).astimezone(timezone.utc)
         for index, row in enumerate(entity_rows):
             missing = [k for k in join_keys if k not in row or row[k] is None]
@@ -145,38 +194,81 @@ class FeatureStore:
         key_values = {key: [row[key] for row in entity_rows] for key in join_keys}
         answers = self.online.read_rows([(view, key_values[view.entity.join_key], needed)
                                          for view, needed, _, _ in view_plans])
-        # Columns are built as typed arrays and put into one DataFrame at the end: inserting
-        # columns one by one into a DataFrame costs more than the Redis round trip itself.
         length = len(entity_rows)
-        columns: dict[str, dict[str, object]] = {}
-        stale_views = []
-        for (view, needed, on_demand, decoding), (rows, synced) in zip(view_plans, answers):
+        views, stale_views = [], []
+        for (view, _needed, on_demand, decoding), (rows, synced) in zip(view_plans, answers):
             stale = synced is None or request_time - synced > view.ttl
             if stale:
                 stale_views.append(view.name)
-            view_columns = {}
+            columns = {}
             for position, (name, dtype, decode, absent) in enumerate(decoding):
-                values = [None] * length if stale else [
+                columns[name] = (dtype, [None] * length if stale else [
                     absent if row is None or row.values is None
-                    else None if (raw := row.values[position]) is None else decode(raw) for row in rows]
-                view_columns[name] = _typed_array(values, dtype, decimals)
-            if on_demand:
-                index = pd.RangeIndex(length)
-                frame = pd.DataFrame(view_columns, index=index)
-                request_times = pd.Series([pd.Timestamp(request_time)] * length,
-                                          index=index).astype("datetime64[us, UTC]")
-                for feature in on_demand:
-                    computed = pd.Series(feature.function(frame[list(feature.inputs)], request_times), index=index)
-                    view_columns[feature.name] = (computed.mask(pd.Series(True, index=index)) if stale
-                                                  else computed).array
-            columns[view.name] = view_columns
-        names = column_names.get(full_feature_names)
+                    else None if (raw := row.values[position]) is None else decode(raw) for row in rows])
+            views.append(_ViewRead(view, columns, on_demand, stale))
+        return _OnlineRead(plan, requested, join_keys, key_values, length, views, stale_views, request_time)
+
+    @staticmethod
+    def _response_names(read: "_OnlineRead", full_feature_names: bool) -> pd.Index:
+        """The response's column names, worked out once per plan and naming style."""
+        cached = read.plan[3]
+        names = cached.get(full_feature_names)
         if names is None:
-            names = column_names[full_feature_names] = _response_columns(join_keys, requested, full_feature_names)
-        arrays = [columns[view.name][feature] for view, feature in requested]
-        result = _response(names, [key_values[key] for key in join_keys], arrays, length)
-        result.stale = stale_views
-        return result
+            names = cached[full_feature_names] = _response_columns(read.join_keys, read.requested, full_feature_names)
+        return names
+
+
+class OnlineValues(dict):
+    """``{column: [value per entity row]}``; ``.stale`` lists the views served as null for staleness."""
+
+    stale: list[str]
+
+
+class _ViewRead(NamedTuple):
+    view: FeatureView
+    columns: dict[str, tuple[object, list]]  # stored feature -> (its type, its decoded values)
+    on_demand: list
+    stale: bool
+
+
+class _OnlineRead(NamedTuple):
+    plan: tuple
+    requested: list
+    join_keys: list[str]
+    key_values: dict[str, list]
+    length: int
+    views: list[_ViewRead]
+    stale_views: list[str]
+    request_time: datetime
+
+
+def _on_demand_arrays(view_read: _ViewRead, typed: dict, request_time: datetime, length: int) -> dict:
+    """A view's on-demand features computed from its stored features' typed arrays (all null
+    when the view is stale, like its stored features)."""
+    index = pd.RangeIndex(length)
+    frame = pd.DataFrame(typed, index=index)
+    request_times = pd.Series([pd.Timestamp(request_time)] * length, index=index).astype("datetime64[us, UTC]")
+    computed_arrays = {}
+    for feature in view_read.on_demand:
+        computed = pd.Series(feature.function(frame[list(feature.inputs)], request_times), index=index)
+        computed_arrays[feature.name] = (computed.mask(pd.Series(True, index=index)) if view_read.stale
+                                         else computed).array
+    return computed_arrays
+
+
+def _python_values(array) -> list:
+    """A pandas array's values as plain Python: NA/NaT as None, Timestamps as datetimes."""
+    values = []
+    for value in array.tolist():
+        if value is None or value is pd.NA or value is pd.NaT:
+            values.append(None)
+        elif isinstance(value, pd.Timestamp):
+            values.append(value.to_pydatetime())
+        elif isinstance(value, np.generic):
+            values.append(value.item())
+        else:
+            values.append(value)
+    return values
 
 
 def _response_columns(join_keys: list[str], requested, full_feature_names: bool) -> pd.Index:

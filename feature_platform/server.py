@@ -284,16 +284,16 @@ def create_app(store: FeatureStore, max_entities: int = DEFAULT_MAX_ENTITIES,
             reader = dataclasses.replace(store, _online=capture)
         except TypeError:  # not a dataclass: read without event timestamps
             reader, capture = store, None
-        frame = reader.get_online_features(
+        found = reader.get_online_features_dict(
             rows, features=None if query.service is not None else query.references, service=query.service,
             full_feature_names=query.full_feature_names, request_time=query.request_time)
-        stale = list(getattr(frame, "stale", []) or [])
+        stale = list(found.stale)
         valid_from = _valid_from_by_view(capture.captured if capture is not None else None)
         view_of = {(f"{view.name}__{feature}" if query.full_feature_names else feature): view
                    for view, feature in requested}
         results = []
-        for column in frame.columns:
-            values = [_json_value(v) for v in frame[column].tolist()]
+        for column, column_values in found.items():
+            values = [_json_value(v) for v in column_values]
             if column in join_keys or column not in view_of:
                 statuses = [PRESENT] * len(values)
                 stamps = [EPOCH_TEXT] * len(values)
@@ -307,7 +307,7 @@ def create_app(store: FeatureStore, max_entities: int = DEFAULT_MAX_ENTITIES,
                 keys = [row[view.entity.join_key] for row in rows]
                 stamps = [_iso(moments[k]) if k in moments else EPOCH_TEXT for k in keys]
             results.append({"values": values, "statuses": statuses, "event_timestamps": stamps})
-        return {"metadata": {"feature_names": [str(c) for c in frame.columns]}, "results": results,
+        return {"metadata": {"feature_names": [str(c) for c in found]}, "results": results,
                 "stale_views": stale}
 
     async def get_online_features(request: Request) -> JSONResponse:

@@ -61,6 +61,7 @@ def test_workload_a_sides_agree_and_report_timings(tmp_path, monkeypatch):
         raw_reads = run_side(tmp_path, "ceilings.py", "redis-read", path, 20)
         assert {"p50_ms_1", "p99_ms_1", "p50_ms_100", "p99_ms_100"} <= set(reads) & set(raw_reads)
         assert len(reads["ms_100"]) == 20
+        assert {"p50_ms_1_dict", "p99_ms_1_dict", "p99_ms_100_dict"} <= set(reads) and len(reads["ms_1_dict"]) == 20
     finally:
         stale = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if stale:

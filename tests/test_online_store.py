@@ -454,6 +454,48 @@ def test_the_response_is_the_same_dataframe_whatever_the_join_key_values_are(onl
                                   request_time=REQUEST)
 
 
+def as_python(values) -> list:
+    """A DataFrame column as the dict read gives it: Timestamps as datetimes, numpy scalars as Python."""
+    return [v.to_pydatetime() if isinstance(v, pd.Timestamp) else v.item() if isinstance(v, np.generic) else v
+            for v in plain(values)]
+
+
+def test_the_dict_read_gives_the_dataframe_reads_values_as_plain_python(online, redis_url):
+    """``get_online_features_dict`` is ``get_online_features`` without the DataFrame: the
+    same columns in the same order, the same value in every cell (nulls, the aggregation
+    view's empty values, a deleted entity, on-demand features, exact decimals, a service,
+    full names, a stale view), each value a plain Python object a model server can use."""
+    store = _serve_fixture(online, redis_url)
+    every = [f"customer_orders:{name}" for name in (
+        "order_count_30d", "total_spend_30d", "avg_order_value_30d", "order_value_stddev_30d", "last_order_date",
+        "is_high_value", "is_frequent_buyer", "avg_days_between_orders", "days_since_last_order")] + [
+        f"customer_profile:{name}" for name in PROFILE_1]
+    stale_orders = T0 + 9 * HOUR + customer_orders.ttl + MICRO
+    asks = [dict(features=every, request_time=REQUEST),
+            dict(features=every, request_time=REQUEST, decimals="decimal"),
+            dict(features=list(reversed(every)), request_time=REQUEST, full_feature_names=True),
+            dict(service="churn_model", request_time=REQUEST),
+            dict(features=every, request_time=stale_orders)]
+    for ask in asks:
+        frame = store.get_online_features(ROWS, **ask)
+        values = store.get_online_features_dict(ROWS, **ask)
+        assert list(values) == list(frame.columns), ask
+        for column in frame.columns:
+            assert values[column] == as_python(frame[column]), (ask, column)
+        assert values.stale == frame.stale
+    assert values.stale == ["customer_orders"] and values["days_since_last_order"] == [None] * len(ROWS)
+
+    values = store.get_online_features_dict(ROWS[:1], features=every, request_time=REQUEST, decimals="decimal")
+    kinds = {column: type(column_values[0]) for column, column_values in values.items()}
+    assert kinds["customer_id"] is int and kinds["order_count_30d"] is int and kinds["days_since_last_order"] is int
+    assert kinds["total_spend_30d"] is Decimal and values["total_spend_30d"] == [BIG_MONEY]
+    assert kinds["avg_order_value_30d"] is float and kinds["is_high_value"] is bool
+    assert values["last_order_date"] == [LAST_ORDER] and values["last_order_date"][0].tzinfo is not None
+    assert values["first_name"] == ["Zoë 🚀"] and values["email"] == [None]
+    with pytest.raises(KeyError, match="entity row 1 lacks join key"):
+        store.get_online_features_dict([{"customer_id": 1}, {}], features=every[:1], request_time=REQUEST)
+
+
 # -- staleness -------------------------------------------------------------------------------
 
 def test_staleness_at_the_ttl_edge_and_synced_through_never_moves_back(online, redis_url):
@@ -507,8 +549,12 @@ def test_any_values_come_back_exactly_from_the_packed_row(online, redis_url, pro
     response = feature_store(redis_url, online.project).get_online_features(
         [{"customer_id": i} for i in range(len(profiles))],
         features=[f"customer_profile:{name}" for name in PROFILE_1], request_time=T0)
+    as_dict = feature_store(redis_url, online.project).get_online_features_dict(
+        [{"customer_id": i} for i in range(len(profiles))],
+        features=[f"customer_profile:{name}" for name in PROFILE_1], request_time=T0)
     for name in PROFILE_1:
         assert plain(response[name]) == [profile[name] for profile in profiles], name
+        assert as_dict[name] == [profile[name] for profile in profiles], name
     assert [online.stored_fields(customer_profile, i) for i in range(len(profiles))] == [
         {"_valid_from": str(to_micros(T0)), **{k: str(v) for k, v in profile.items() if v is not None}}
         for profile in profiles]
@@ -569,7 +615,7 @@ def test_a_redis_holding_the_older_hash_layout_is_stale_until_the_next_sync_rewr
 # -- one round trip ----------------------------------------------------------------
 
 def test_get_online_features_is_one_mget():
-    """100 entities × 2 views must cost exactly one command: an MGET of both views' synced
+    """A read of 100 entities × 2 views must cost exactly one command: an MGET of both views' synced
     marks and 2 × 100 entity keys (one round trip, no pipeline).
 
     How this is measured without mocking anything: the FeatureStore talks to a throwaway
@@ -591,31 +637,32 @@ def test_get_online_features_is_one_mget():
                                                for e in entities])
         for view in (customer_orders, customer_profile):
             store.online.advance_synced_through(view, T0)
-        admin = server.client()
-        before = admin.info("commandstats")
-        start = proxy.arm(1)
-        started = time.monotonic()
-        try:
-            response = store.get_online_features([{"customer_id": e} for e in entities],
-                                                 features=["customer_orders:order_count_30d",
-                                                           "customer_profile:first_name"],
-                                                 request_time=T0 + HOUR)
-        finally:
-            proxy.disarm()
-        elapsed = time.monotonic() - started
-        after = admin.info("commandstats")
-        admin.close()
-        sent = proxy.commands[start:]
-        assert proxy.released_by_count, f"the replies were not released by the count; sent {Counter(sent)}"
-        assert Counter(sent) == {"MGET": 1}
-        assert after["cmdstat_mget"]["calls"] - before.get("cmdstat_mget", {}).get("calls", 0) == 1
-        for command in ("get", "hmget", "hget"):
-            stat = f"cmdstat_{command}"
-            assert after.get(stat, {}).get("calls", 0) == before.get(stat, {}).get("calls", 0), command
-        assert proxy.connections == 1
-        assert plain(response["order_count_30d"]) == entities
-        assert plain(response["first_name"]) == [f"n{e}" for e in entities]
-        assert elapsed < 5  # no timeout waited out along the way
+        # Both reads, the DataFrame and the dict: each is exactly one MGET.
+        for read in (store.get_online_features, store.get_online_features_dict):
+            admin = server.client()
+            before = admin.info("commandstats")
+            start = proxy.arm(1)
+            started = time.monotonic()
+            try:
+                response = read([{"customer_id": e} for e in entities],
+                                features=["customer_orders:order_count_30d", "customer_profile:first_name"],
+                                request_time=T0 + HOUR)
+            finally:
+                proxy.disarm()
+            elapsed = time.monotonic() - started
+            after = admin.info("commandstats")
+            admin.close()
+            sent = proxy.commands[start:]
+            assert proxy.released_by_count, f"the replies were not released by the count; sent {Counter(sent)}"
+            assert Counter(sent) == {"MGET": 1}
+            assert after["cmdstat_mget"]["calls"] - before.get("cmdstat_mget", {}).get("calls", 0) == 1
+            for command in ("get", "hmget", "hget"):
+                stat = f"cmdstat_{command}"
+                assert after.get(stat, {}).get("calls", 0) == before.get(stat, {}).get("calls", 0), command
+            assert proxy.connections == 1
+            assert plain(response["order_count_30d"]) == entities
+            assert plain(response["first_name"]) == [f"n{e}" for e in entities]
+            assert elapsed < 5  # no timeout waited out along the way
 
 
 # -- Redis down, in Dagster ------------------------------------------------------------------
