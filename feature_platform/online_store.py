@@ -348,12 +348,13 @@ class RedisOnlineStore:
 
     def synced_through(self, view: FeatureView | str) -> datetime | None:
         """How far the view's values in Redis are known; None if never synced in this format."""
-        return _synced(self.client.get(self.synced_key(view)))
+        mark = _synced_mark(self.client.get(self.synced_key(view)))
+        return None if mark is None else mark.through
 
     def synced_code_version(self, view: FeatureView | str) -> str | None:
         """The code version of the definition whose sync last moved synced_through."""
-        raw = self.client.get(self.synced_key(view))
-        return None if raw is None else raw.split(SEPARATOR)[2].decode()
+        mark = _synced_mark(self.client.get(self.synced_key(view)))
+        return None if mark is None else mark.code_version
 
     def read_rows(self, requests: list[tuple[FeatureView, list, list[str]]]) -> list[ReadAnswer]:
         """One round trip: for each (view, entity keys, stored features), what Redis holds for
@@ -377,10 +378,10 @@ class RedisOnlineStore:
         answers = []
         position = 0
         for view, entity_keys, features in requests:
-            synced = _synced(raws[position])
+            mark = _synced_mark(raws[position])
             rows = raws[position + 1:position + 1 + len(entity_keys)]
             position += 1 + len(entity_keys)
-            answers.append(ReadAnswer(self._unpack(view, rows, features), synced))
+            answers.append(ReadAnswer(self._unpack(view, rows, features), None if mark is None else mark.through))
         return answers
 
     def _read_plan(self, view: FeatureView, features: list[str]) -> tuple[bytes, list[int], dict[str, DType]]:
@@ -453,8 +454,16 @@ class RedisOnlineStore:
 _FORMAT_PREFIX = VALUE_FORMAT.encode() + SEPARATOR
 
 
-def _synced(raw: bytes | None) -> datetime | None:
-    """The synced-through instant of a synced key's value; None if absent or another format."""
+class SyncedMark(NamedTuple):
+    """A view's synced key, parsed: how far its sync has reached, and by which definition."""
+
+    through: datetime
+    code_version: str
+
+
+def _synced_mark(raw: bytes | None) -> SyncedMark | None:
+    """The synced key's value parsed; None if absent or in another format (never synced, to readers)."""
     if raw is None or not raw.startswith(_FORMAT_PREFIX):
         return None
-    return from_micros(int(raw.split(SEPARATOR, 2)[1]))
+    _format, micros, code_version = raw.split(SEPARATOR, 2)
+    return SyncedMark(from_micros(int(micros)), code_version.decode())

@@ -597,6 +597,7 @@ def test_a_redis_holding_the_older_hash_layout_is_stale_until_the_next_sync_rewr
     # ... and a synced mark of another value format.
     online.client.set(online.synced_key(customer_profile), f"hash-0\x1f{to_micros(T0 + HOUR)}\x1fold")
     assert online.synced_through(customer_profile) is None
+    assert online.synced_code_version(customer_profile) is None  # not "old": that mark is not ours to read
     store = feature_store(redis_url, online.project)
     stale = store.get_online_features([{"customer_id": 1}], features=["customer_profile:first_name"],
                                       request_time=T0 + HOUR)
@@ -607,6 +608,7 @@ def test_a_redis_holding_the_older_hash_layout_is_stale_until_the_next_sync_rewr
     # synced_through moves to this format's mark even though the old one was later.
     assert online.advance_synced_through(customer_profile, T0)
     assert online.synced_through(customer_profile) == T0
+    assert online.synced_code_version(customer_profile) == customer_profile.code_version()
     fresh = store.get_online_features([{"customer_id": 1}], features=["customer_profile:first_name"],
                                       request_time=T0)
     assert fresh.stale == [] and plain(fresh["first_name"]) == ["Ann"]
