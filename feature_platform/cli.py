@@ -14,6 +14,9 @@ from pathlib import Path
 
 import click
 
+from feature_platform.config import (DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ENTITIES, DEFAULT_SERVER_HOST,
+                                     DEFAULT_SERVER_PORT)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -276,13 +279,13 @@ def get_online(features: str | None, service: str | None, entities: tuple[str, .
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default=DEFAULT_SERVER_HOST, show_default=True,
               help="Interface to listen on. Loopback by default; 0.0.0.0 exposes the server to the network.")
-@click.option("--port", type=click.IntRange(min=1, max=65535), default=6566, show_default=True,
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=DEFAULT_SERVER_PORT, show_default=True,
               help="Port to listen on (6566 is Feast's feature server port).")
-@click.option("--max-entities", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--max-entities", type=click.IntRange(min=1), default=DEFAULT_MAX_ENTITIES, show_default=True,
               help="Most entities one request may ask for; more are refused with 413.")
-@click.option("--max-body-bytes", type=click.IntRange(min=1), default=1_048_576, show_default=True,
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BODY_BYTES, show_default=True,
               help="Largest request body in bytes (default 1 MiB); a larger one is refused with 413 before "
                    "it is parsed.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),

@@ -16,6 +16,13 @@ DEFAULT_PARTITIONS_START = "2026-01-01T00:00:00+00:00"
 DEFAULT_SPARK_MASTER = "local[2]"
 DEFAULT_S3_REGION = "us-east-1"
 
+# The HTTP feature server's defaults (`feature-platform serve` options): here rather than in
+# server.py, so the command line shows them without importing the server (Starlette).
+DEFAULT_SERVER_HOST = "127.0.0.1"
+DEFAULT_SERVER_PORT = 6566  # Feast's feature server port
+DEFAULT_MAX_ENTITIES = 1000
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a request for the most entities, with long string keys, fits
+
 
 def _parse_start(text: str) -> datetime:
     try:

@@ -52,6 +52,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from feature_platform.config import (DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ENTITIES, DEFAULT_SERVER_HOST,
+                                     DEFAULT_SERVER_PORT)
 from feature_platform.feature_store import FeatureStore
 from feature_platform.feature_view import FeatureView
 from feature_platform.online_store import from_micros
@@ -60,10 +62,6 @@ from feature_platform.registry import UnknownFeatureError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 6566
-DEFAULT_MAX_ENTITIES = 1000
-DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a request for the most entities, with long string keys, fits
 EPOCH_TEXT = "1970-01-01T00:00:00Z"
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"
 
@@ -485,7 +483,7 @@ def openapi_document(max_entities: int = DEFAULT_MAX_ENTITIES,
     }
 
 
-def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, store: FeatureStore | None = None, *,
+def serve(host: str = DEFAULT_SERVER_HOST, port: int = DEFAULT_SERVER_PORT, store: FeatureStore | None = None, *,
           max_entities: int = DEFAULT_MAX_ENTITIES, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
           log_level: str = "info") -> None:
     """Run the feature server with uvicorn until interrupted (loopback only by default)."""
