@@ -148,7 +148,7 @@ class FeatureStore:
             if view_read.on_demand:
                 typed.update(_on_demand_arrays(view_read, typed, read.request_time, read.length))
             columns[view_read.view.name] = typed
-        names = self._response_names(read, full_feature_names)
+        names, _ = self._response_names(read, full_feature_names)
         arrays = [columns[view.name][feature] for view, feature in read.requested]
         result = _response(names, [read.key_values[key] for key in read.join_keys], arrays, read.length)
         result.stale = read.stale_views
@@ -175,7 +175,7 @@ class FeatureStore:
                 values.update({name: _python_values(array) for name, array
                                in _on_demand_arrays(view_read, typed, read.request_time, read.length).items()})
             columns[view_read.view.name] = values
-        names = self._response_names(read, full_feature_names)
+        _, names = self._response_names(read, full_feature_names)
         result = OnlineValues(zip(names, [read.key_values[key] for key in read.join_keys]
                                   + [columns[view.name][feature] for view, feature in read.requested]))
         result.stale = read.stale_views
@@ -209,12 +209,15 @@ class FeatureStore:
         return _OnlineRead(plan, requested, join_keys, key_values, length, views, stale_views, request_time)
 
     @staticmethod
-    def _response_names(read: "_OnlineRead", full_feature_names: bool) -> pd.Index:
-        """The response's column names, worked out once per plan and naming style."""
+    def _response_names(read: "_OnlineRead", full_feature_names: bool) -> tuple[pd.Index, tuple[str, ...]]:
+        """The response's column names (as the DataFrame's index, and as a tuple for the dict
+        read: iterating an Index costs more than the rest of building the dict), worked out
+        once per plan and naming style."""
         cached = read.plan[3]
         names = cached.get(full_feature_names)
         if names is None:
-            names = cached[full_feature_names] = _response_columns(read.join_keys, read.requested, full_feature_names)
+            columns = _response_columns(read.join_keys, read.requested, full_feature_names)
+            names = cached[full_feature_names] = (columns, tuple(columns))
         return names
 
 
