@@ -279,10 +279,11 @@ class Store:
         pause_point("offline-write", final)  # inert outside fault-injection tests
         os.replace(temporary, final)
 
-    def write_table(self, relative: str, table: pa.Table) -> None:
-        """Write Parquet atomically; the same table always gives the same bytes."""
+    def write_table(self, relative: str, table: pa.Table, row_group_size: int | None = None) -> None:
+        """Write Parquet atomically; the same table always gives the same bytes.
+        ``row_group_size``: rows per row group (pyarrow's default: up to 1Mi rows in one)."""
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd", write_statistics=True)
+        pq.write_table(table, buffer, compression="zstd", write_statistics=True, row_group_size=row_group_size)
         self.write_bytes(relative, buffer.getvalue())
 
     def delete(self, relative: str) -> None:

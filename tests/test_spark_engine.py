@@ -396,3 +396,53 @@ def test_spark_history_matches_the_oracle(spark, rows, customer_rows):
         history = engine_properties.History(compute_history_spark(spark, table, view, EVERYTHING), view)
         found = engine_properties.discrepancies(log, view, history, engine_properties.change_points(log, view, history))
         assert not found, f"{view.name} (Spark): " + engine_properties.report(found, log)
+
+
+# -- change-log files as Spark reads them ----------------------------------------------------------
+
+def _large_orders_log(rows: int, seed: int = 5) -> pa.Table:
+    """``rows`` creates of distinct orders with random (hard to compress) values."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    keys = np.arange(1, rows + 1)
+    lsn = np.sort(rng.integers(1, 2**60, size=rows))
+    return pa.Table.from_pydict({
+        "id": pa.array(keys, pa.int32()),
+        "order_date": pa.array(T0 + rng.integers(0, 90, size=rows) * DAY).cast(pa.timestamp("us", tz="UTC")),
+        "purchaser": pa.array(rng.integers(1, 10_000, size=rows), pa.int32()),
+        "quantity": pa.array(rng.integers(1, 6, size=rows), pa.int32()),
+        "product_id": pa.array(rng.integers(1, 300, size=rows), pa.int32()),
+        "unit_price": pa.array([Decimal(int(v)) / 100 for v in rng.integers(100, 10**9, size=rows)],
+                               pa.decimal128(10, 2)),
+        "_op": ["c"] * rows, "_lsn": lsn,
+        "_commit_time": pa.array(T0 + np.sort(rng.integers(0, 90 * DAY, size=rows))).cast(pa.timestamp("us", tz="UTC")),
+        "_tx_id": rng.integers(1, 2**62, size=rows), "_snapshot": [False] * rows,
+        "_unavailable": pa.nulls(rows, pa.list_(pa.string())),
+        "_pk": [f"[{k}]" for k in keys], "_source_file": [f"file-{k % 977}" for k in keys],
+        "_source_line": rng.integers(1, 2**40, size=rows)}, schema=change_log_schema(orders))
+
+
+def test_a_large_change_log_partition_is_read_by_several_spark_tasks(spark, tmp_path):
+    """ChangeLog.write splits a partition into row groups of ROW_GROUP_ROWS rows: Spark splits
+    a file by bytes, but a task reads only the row groups whose middle falls in its split, so a
+    file of one row group would be read by one task however large. Pandas reads it the same."""
+    import pyarrow.parquet as pq
+
+    from feature_platform.cdc.change_log import ROW_GROUP_ROWS, BuiltPartition
+
+    table = _large_orders_log(3 * ROW_GROUP_ROWS + 10)
+    offline = Store(str(tmp_path / "offline"))
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    path = offline.local_path(ChangeLog(offline, orders).write(
+        moment, BuiltPartition(table=table, records_in=table.num_rows, duplicates=0,
+                               quarantine=pa.table({}), source_files=[])))
+    metadata = pq.read_metadata(path)
+    assert metadata.num_row_groups == 4
+    assert [metadata.row_group(i).num_rows for i in range(4)] == [ROW_GROUP_ROWS] * 3 + [10]
+    assert Path(path).stat().st_size > 8 * 2**20  # past the 4 MB that Spark opens a split for, twice
+    assert pq.read_table(path).equals(table)
+    frame = spark.read.parquet(path)
+    assert frame.rdd.getNumPartitions() >= 2
+    sizes = frame.rdd.mapPartitions(lambda rows: [sum(1 for _ in rows)]).collect()
+    assert sum(sizes) == table.num_rows and sum(1 for size in sizes if size > 0) >= 2, sizes
