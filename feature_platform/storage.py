@@ -279,11 +279,11 @@ class Store:
         pause_point("offline-write", final)  # inert outside fault-injection tests
         os.replace(temporary, final)
 
-    def write_table(self, relative: str, table: pa.Table, row_group_size: int | None = None) -> None:
-        """Write Parquet atomically; the same table always gives the same bytes.
-        ``row_group_size``: rows per row group (pyarrow's default: up to 1Mi rows in one)."""
+    def write_table(self, relative: str, table: pa.Table, **options) -> None:
+        """Write Parquet atomically; the same table always gives the same bytes. ``options``:
+        more ``pq.write_table`` keywords (row_group_size: pyarrow's default is up to 1Mi rows)."""
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd", write_statistics=True, row_group_size=row_group_size)
+        pq.write_table(table, buffer, compression="zstd", write_statistics=True, **options)
         self.write_bytes(relative, buffer.getvalue())
 
     def delete(self, relative: str) -> None:

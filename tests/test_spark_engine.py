@@ -440,6 +440,9 @@ def test_a_large_change_log_partition_is_read_by_several_spark_tasks(spark, tmp_
     metadata = pq.read_metadata(path)
     assert metadata.num_row_groups == 4
     assert [metadata.row_group(i).num_rows for i in range(4)] == [ROW_GROUP_ROWS] * 3 + [10]
+    encodings = {metadata.row_group(0).column(i).path_in_schema: metadata.row_group(0).column(i).encodings
+                 for i in range(metadata.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["_lsn"] and "RLE_DICTIONARY" in encodings["_source_file"]
     assert Path(path).stat().st_size > 8 * 2**20  # past the 4 MB that Spark opens a split for, twice
     assert pq.read_table(path).equals(table)
     frame = spark.read.parquet(path)
