@@ -287,7 +287,11 @@ def _window_groups(view: FeatureView) -> list[tuple[int | None, list[Aggregation
 
 
 def _input_name(aggregation: Aggregation) -> str:
-    return f"__input__{aggregation.name}"
+    """The memberships' column of an aggregation's input value: one per distinct expression
+    (as pandas evaluates each once), so aggregations over one input share it."""
+    import hashlib
+
+    return f"__input__{hashlib.sha1(repr(aggregation.input).encode()).hexdigest()[:16]}"
 
 
 def _with_approximations(frame, expressions: list[Expr], types: dict[str, DType], view: FeatureView):
@@ -316,9 +320,10 @@ def _memberships(versions, view: FeatureView, groups, live_after: int | None, na
     members = usable.select(
         F.col(view.entity_column).alias("_entity"), event.alias("_event"), "known_from", "known_to",
         "_lsn", "_pk", "_rank", "_seq",
-        *[_input_column(a, input_types, view, start, narrow).alias(_input_name(a))
-          for a in view.aggregations if a.input is not None],
-        F.explode(F.array(*[F.lit(index) for index in range(len(groups))])).alias("_group"))
+        *[_input_column(a, input_types, view, start, narrow).alias(name) for name, a in {
+            _input_name(a): a for a in reversed(view.aggregations) if a.input is not None}.items()],
+        (F.lit(0) if len(groups) == 1 else F.explode(F.array(*[F.lit(index) for index in range(len(groups))])))
+        .alias("_group"))
     window = F.lit(None).cast("long")
     for index, (micros, _) in enumerate(groups):
         if micros is not None:
@@ -407,35 +412,51 @@ def _running_sums(members, aggregations: list[Aggregation], input_types: dict[st
     def refuse(column, feature: str, what: str, moment):
         return _refuse_long_null(column) if narrow else _refuse_null(column, view, feature, what, moment)
 
+    # Aggregations over one input share its n, Σx (and Σx²), as in pandas: named after the
+    # first of them (``_shared_sums``).
+    owners = _shared_sums(aggregations)
     contributions: dict[str, object] = {}
     for aggregation in aggregations:
         if aggregation.function not in ("sum", "mean", "stddev"):
             continue
-        value = F.col(_input_name(aggregation))
+        owner = owners[aggregation.name]
+        value = F.col(_input_name(owner))
         exact = aggregation.input.dtype(input_types).kind in ("int", "decimal")
         kind = ("long" if narrow else WIDE) if exact else "double"
         filled = F.coalesce(value.cast(kind), F.lit(0).cast(kind))
-        contributions[f"{aggregation.name}__n"] = F.when(value.isNotNull(), F.lit(1)).otherwise(F.lit(0)).cast("long")
-        contributions[f"{aggregation.name}__s"] = filled
-        if aggregation.function == "stddev":
+        if f"{owner.name}__n" not in contributions:
+            contributions[f"{owner.name}__n"] = F.when(value.isNotNull(), F.lit(1)).otherwise(F.lit(0)).cast("long")
+            contributions[f"{owner.name}__s"] = filled
+        if aggregation.function == "stddev" and f"{owner.name}__q" not in contributions:
             square = F.try_multiply(filled, filled) if exact else filled * filled
             if exact:
-                square = refuse(square, aggregation.name, f"the square of {aggregation.input!r}", F.col("_start"))
-            contributions[f"{aggregation.name}__q"] = square
+                square = refuse(square, owner.name, f"the square of {aggregation.input!r}", F.col("_start"))
+            contributions[f"{owner.name}__q"] = square
     members = members.select("_entity", "_start", "_end", *[c.alias(n) for n, c in contributions.items()])
     events = _events(members, list(contributions))
     signed = {name: F.when(F.col("_sign") > 0, F.col(name)).otherwise(-F.col(name)) for name in contributions}
     exact_sums = {name for name in contributions if not name.endswith("__n")
                   and _aggregation_of(aggregations, name).input.dtype(input_types).kind in ("int", "decimal")}
-    per_instant = events.groupBy("_entity", "_t").agg(
-        F.sum("_sign").alias("__count"),
-        *[(F.try_sum if name in exact_sums else F.sum)(column).alias(name) for name, column in signed.items()])
-    running = per_instant.select("_entity", "_t", *[
-        refuse(F.col(name), _aggregation_of(aggregations, name).name, "a sum", F.col("_t"))
-        .alias(name) if name in exact_sums else F.col(name) for name in ["__count", *contributions]])
-    running = running.select("_entity", "_t", *[
-        (F.try_sum if name in exact_sums else F.sum)(name).over(_by_entity(running=True)).alias(name)
-        for name in ["__count", *contributions]])
+    if narrow and all(name.endswith("__n") or name in exact_sums for name in contributions):
+        # Only longs: one running sum over the events themselves, of which each instant's last
+        # row (the same total as summing per instant first) is kept. A long can overflow
+        # part-way through an instant where the per-instant sum would not: that is the
+        # ``_WIDEN`` error, and the DECIMAL(38,0) pass below computes it per instant.
+        so_far = _by_entity(running=True)
+        running = events.select("_entity", "_t", F.sum("_sign").over(so_far).alias("__count"), *[
+            (F.try_sum if name in exact_sums else F.sum)(column).over(so_far).alias(name)
+            for name, column in signed.items()], F.lead("_t").over(_by_entity(running=False)).alias("_next_t"))
+        running = running.filter(F.col("_next_t").isNull() | (F.col("_next_t") != F.col("_t"))).drop("_next_t")
+    else:
+        per_instant = events.groupBy("_entity", "_t").agg(
+            F.sum("_sign").alias("__count"),
+            *[(F.try_sum if name in exact_sums else F.sum)(column).alias(name) for name, column in signed.items()])
+        running = per_instant.select("_entity", "_t", *[
+            refuse(F.col(name), _aggregation_of(aggregations, name).name, "a sum", F.col("_t"))
+            .alias(name) if name in exact_sums else F.col(name) for name in ["__count", *contributions]])
+        running = running.select("_entity", "_t", *[
+            (F.try_sum if name in exact_sums else F.sum)(name).over(_by_entity(running=True)).alias(name)
+            for name in ["__count", *contributions]])
     # Narrow sums stay longs to the end (``_aggregation_history``): a DECIMAL(38,0) is a Java
     # BigDecimal in every row that reads, compares or converts it.
     running = running.select("_entity", "_t", *[
@@ -448,8 +469,19 @@ def _running_sums(members, aggregations: list[Aggregation], input_types: dict[st
         if function == "count":
             outputs.append(F.col("__count").alias(name))
         elif function in ("sum", "mean", "stddev"):
-            outputs.append(_sum_based(aggregation, input_types, view, narrow).alias(name))
+            outputs.append(_sum_based(aggregation, input_types, view, narrow, owners[name].name).alias(name))
     return running.select("_entity", "_t", *outputs)
+
+
+def _shared_sums(aggregations: list[Aggregation]) -> dict[str, Aggregation]:
+    """For each sum, mean or stddev, the first of them with the same input: whose running
+    n, Σx and Σx² columns it reads."""
+    owners: dict[str, Aggregation] = {}
+    first: dict[str, Aggregation] = {}
+    for aggregation in aggregations:
+        if aggregation.function in ("sum", "mean", "stddev"):
+            owners[aggregation.name] = first.setdefault(repr(aggregation.input), aggregation)
+    return owners
 
 
 def _aggregation_of(aggregations: list[Aggregation], column: str) -> Aggregation:
@@ -526,9 +558,10 @@ def _guarded(expression: Expr, types: dict[str, DType], view: FeatureView, featu
                   ).otherwise(exact)
 
 
-def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: FeatureView, narrow: bool):
-    """sum, mean or stddev from the running n, Σx and Σx², computed as pandas computes them
-    (``narrow``: exact Σx and Σx² are longs)."""
+def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: FeatureView, narrow: bool,
+               sums: str):
+    """sum, mean or stddev from the running n, Σx and Σx² (the columns ``sums``__n, __s,
+    __q), computed as pandas computes them (``narrow``: exact Σx and Σx² are longs)."""
     from decimal import Decimal
 
     from pyspark.sql import functions as F
@@ -536,7 +569,7 @@ def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: Fe
     name, function = aggregation.name, aggregation.function
     input_type = aggregation.input.dtype(input_types)
     exact = input_type.kind in ("int", "decimal")
-    n, s = F.col(f"{name}__n"), F.col(f"{name}__s")
+    n, s = F.col(f"{sums}__n"), F.col(f"{sums}__s")
     if function == "sum":
         if input_type.kind == "int" and not narrow:  # stored as a long: refuse what does not fit one
             fits = s.between(F.lit(-INT64_MAX - 1).cast(WIDE), F.lit(INT64_MAX).cast(WIDE))
@@ -549,7 +582,7 @@ def _sum_based(aggregation: Aggregation, input_types: dict[str, DType], view: Fe
         else:
             count = n.cast(WIDE) * F.lit(Decimal(10 ** input_type.scale))
         return F.when(n > 0, s.cast("double") / count.cast("double"))
-    q = F.col(f"{name}__q")
+    q = F.col(f"{sums}__q")
     if exact:
         s, q = s.cast(WIDE), q.cast(WIDE)  # the products below need up to 38 digits
         # The numerator n·Σx² − (Σx)² exactly in DECIMAL(38,0) ((Σx)² <= n·Σx², so if n·Σx²
