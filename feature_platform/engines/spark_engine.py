@@ -69,7 +69,11 @@ spends ~8 s of JVM CPU before any data matters (loading ~12,000 classes, the JIT
 JIT of local sessions). The rest, ~13 s of CPU again in a warm session, is spread over the
 plan: reading and shuffling by key ~2.3 s (one task per Parquet row group), the window by key
 ~3.5 s, memberships and the shuffle by entity ~1.5 s, the sweep (explode, sum per instant,
-sort, running window) ~4.8 s, alignment, drop-unchanged and Arrow ~1 s.
+sort, running window) ~4.8 s, alignment, drop-unchanged and Arrow ~1 s (session 4). Since:
+change logs are written in row groups of 64Ki rows (read by as many tasks as the session has
+cores), the TOAST fill is skipped when no change carries an ``_unavailable`` element
+(``_may_carry_unavailable``), and the long pass sweeps with one running window over the
+events, its inputs shared between aggregations: a warm run ~13.5 -> ~10.5 s at load ~2.
 """
 
 from __future__ import annotations
