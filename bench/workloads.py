@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from assets.sources import orders  # noqa: E402
-from feature_platform.cdc.change_log import change_log_schema  # noqa: E402
+from feature_platform.cdc.change_log import change_log_schema, parquet_options  # noqa: E402
 from feature_platform.engines.frames import unscaled_to_decimal  # noqa: E402
 from feature_platform.entity import Entity  # noqa: E402
 from feature_platform.expressions import col  # noqa: E402
@@ -214,7 +214,7 @@ def build_workload_b(events: int, seed: int = 8, days: int = 90) -> Path:
         pa.array(np.arange(n, dtype=np.int64)),
     ], schema=schema)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    pq.write_table(table, path, **parquet_options(table.schema))  # as ChangeLog.write: Spark reads it in parallel
     return path
 
 
@@ -254,7 +254,7 @@ def build_workload_b_debezium(events: int, seed: int = 8, days: int = 90) -> Pat
         raise RuntimeError(f"{built.quarantine.num_rows} generated lines were quarantined: "
                            f"{built.quarantine.slice(0, 3).to_pylist()}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(built.table, path)
+    pq.write_table(built.table, path, **parquet_options(built.table.schema))  # as ChangeLog.write
     (path.parent / "ingest.json").write_text(json.dumps({
         "orders_events_generated": generated.events.get("orders"), "files": len(staged),
         "records_in": built.records_in, "duplicates_dropped": built.duplicates, "change_log_rows": built.table.num_rows,

@@ -279,10 +279,11 @@ class Store:
         pause_point("offline-write", final)  # inert outside fault-injection tests
         os.replace(temporary, final)
 
-    def write_table(self, relative: str, table: pa.Table) -> None:
-        """Write Parquet atomically; the same table always gives the same bytes."""
+    def write_table(self, relative: str, table: pa.Table, **options) -> None:
+        """Write Parquet atomically; the same table always gives the same bytes. ``options``:
+        more ``pq.write_table`` keywords (row_group_size: pyarrow's default is up to 1Mi rows)."""
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd", write_statistics=True)
+        pq.write_table(table, buffer, compression="zstd", write_statistics=True, **options)
         self.write_bytes(relative, buffer.getvalue())
 
     def delete(self, relative: str) -> None:

@@ -396,3 +396,145 @@ def test_spark_history_matches_the_oracle(spark, rows, customer_rows):
         history = engine_properties.History(compute_history_spark(spark, table, view, EVERYTHING), view)
         found = engine_properties.discrepancies(log, view, history, engine_properties.change_points(log, view, history))
         assert not found, f"{view.name} (Spark): " + engine_properties.report(found, log)
+
+
+# -- change-log files as Spark reads them ----------------------------------------------------------
+
+def _large_orders_log(rows: int, seed: int = 5) -> pa.Table:
+    """``rows`` creates of distinct orders with random (hard to compress) values."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    keys = np.arange(1, rows + 1)
+    lsn = np.sort(rng.integers(1, 2**60, size=rows))
+    return pa.Table.from_pydict({
+        "id": pa.array(keys, pa.int32()),
+        "order_date": pa.array(T0 + rng.integers(0, 90, size=rows) * DAY).cast(pa.timestamp("us", tz="UTC")),
+        "purchaser": pa.array(rng.integers(1, 10_000, size=rows), pa.int32()),
+        "quantity": pa.array(rng.integers(1, 6, size=rows), pa.int32()),
+        "product_id": pa.array(rng.integers(1, 300, size=rows), pa.int32()),
+        "unit_price": pa.array([Decimal(int(v)) / 100 for v in rng.integers(100, 10**9, size=rows)],
+                               pa.decimal128(10, 2)),
+        "_op": ["c"] * rows, "_lsn": lsn,
+        "_commit_time": pa.array(T0 + np.sort(rng.integers(0, 90 * DAY, size=rows))).cast(pa.timestamp("us", tz="UTC")),
+        "_tx_id": rng.integers(1, 2**62, size=rows), "_snapshot": [False] * rows,
+        "_unavailable": pa.nulls(rows, pa.list_(pa.string())),
+        "_pk": [f"[{k}]" for k in keys], "_source_file": [f"file-{k % 977}" for k in keys],
+        "_source_line": rng.integers(1, 2**40, size=rows)}, schema=change_log_schema(orders))
+
+
+def test_a_large_change_log_partition_is_read_by_several_spark_tasks(spark, tmp_path):
+    """ChangeLog.write splits a partition into row groups of ROW_GROUP_ROWS rows: Spark splits
+    a file by bytes, but a task reads only the row groups whose middle falls in its split, so a
+    file of one row group would be read by one task however large. Pandas reads it the same."""
+    import pyarrow.parquet as pq
+
+    from feature_platform.cdc.change_log import ROW_GROUP_ROWS, BuiltPartition
+
+    table = _large_orders_log(3 * ROW_GROUP_ROWS + 10)
+    offline = Store(str(tmp_path / "offline"))
+    moment = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    path = offline.local_path(ChangeLog(offline, orders).write(
+        moment, BuiltPartition(table=table, records_in=table.num_rows, duplicates=0,
+                               quarantine=pa.table({}), source_files=[])))
+    metadata = pq.read_metadata(path)
+    assert metadata.num_row_groups == 4
+    assert [metadata.row_group(i).num_rows for i in range(4)] == [ROW_GROUP_ROWS] * 3 + [10]
+    encodings = {metadata.row_group(0).column(i).path_in_schema: metadata.row_group(0).column(i).encodings
+                 for i in range(metadata.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["_lsn"] and "RLE_DICTIONARY" in encodings["_source_file"]
+    assert Path(path).stat().st_size > 8 * 2**20  # past the 4 MB that Spark opens a split for, twice
+    assert pq.read_table(path).equals(table)
+    frame = spark.read.parquet(path)
+    assert frame.rdd.getNumPartitions() >= 2
+    sizes = frame.rdd.mapPartitions(lambda rows: [sum(1 for _ in rows)]).collect()
+    assert sum(sizes) == table.num_rows and sum(1 for size in sizes if size > 0) >= 2, sizes
+
+
+# -- skipping the TOAST fill: exactly when no change carries an _unavailable element ---------------
+
+def _write_files(folder: Path, table: pa.Table, cuts: list[int], row_group_size: int | None = None) -> list[str]:
+    """``table`` in consecutive files, cut at row indices ``cuts`` (file names sort in table order)."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bounds = [0, *sorted(cuts), table.num_rows]
+    paths = []
+    for number, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        path = str(folder / f"{number:02d}.parquet")
+        pq.write_table(table.slice(start, end - start), path, row_group_size=row_group_size)
+        paths.append(path)
+    return paths
+
+
+def test_whether_a_change_log_may_carry_unavailable_elements(spark, tmp_path):
+    from feature_platform.engines.spark_engine import _may_carry_unavailable
+
+    schema = change_log_schema(customers)
+    base = {name: None for name in schema.names}
+
+    def log(*unavailable):
+        return pa.Table.from_pylist([{**base, "id": i, "_op": "u", "_lsn": i, "_commit_time": T0, "_snapshot": False,
+                                      "_unavailable": u, "_pk": f"[{i}]", "_source_file": "f", "_source_line": i}
+                                     for i, u in enumerate(unavailable)], schema=schema)
+
+    without = log(None, [], [None], None)  # null, empty, a null element: nothing for array_contains to find
+    with_one = log(None, None, None, ["biography"])
+    assert not _may_carry_unavailable(spark, without)
+    assert _may_carry_unavailable(spark, with_one)
+    assert not _may_carry_unavailable(spark, without.slice(1, 2))
+    assert _may_carry_unavailable(spark, with_one.slice(3, 1))
+    assert not _may_carry_unavailable(spark, with_one.slice(0, 3))
+    assert not _may_carry_unavailable(spark, [])
+    # Files: any row group of any file with an element counts, however the log is cut.
+    assert not _may_carry_unavailable(spark, _write_files(tmp_path / "a", without, [1, 2], row_group_size=1))
+    for number, cuts in enumerate([[], [1], [3], [1, 2]]):
+        paths = _write_files(tmp_path / f"b{number}", pa.concat_tables([without, with_one]), cuts, row_group_size=2)
+        assert _may_carry_unavailable(spark, paths)
+        assert _may_carry_unavailable(spark, [f"file://{path}" for path in paths])
+        assert not _may_carry_unavailable(spark, paths[:1]) or cuts == []
+    # What the driver cannot read counts as carrying elements: a folder, a glob, another scheme.
+    assert _may_carry_unavailable(spark, [str(tmp_path / "a")])
+    assert _may_carry_unavailable(spark, [str(tmp_path / "a" / "*.parquet")])
+    assert _may_carry_unavailable(spark, [f"s3a://bucket{tmp_path}/a/00.parquet"])
+
+
+def test_a_toasted_column_is_filled_from_a_file_without_any_unavailable(spark, tmp_path):
+    """The key's versions before the TOASTed update are in a file with no _unavailable
+    element at all, the update in another: the fill must still reach back across files."""
+    schema = change_log_schema(customers)
+    base = {name: None for name in schema.names}
+
+    def row(op, lsn, key, biography, unavailable=None):
+        return {**base, "id": key, "first_name": f"n{lsn}", "last_name": "x", "email": "e", "biography": biography,
+                "_op": op, "_lsn": lsn, "_commit_time": T0 + lsn * HOUR, "_snapshot": False,
+                "_unavailable": unavailable, "_pk": f"[{key}]", "_source_file": "f", "_source_line": lsn}
+
+    table = pa.Table.from_pylist([row("c", 1, 1, "kept"), row("c", 2, 2, None), row("u", 3, 2, "b2"),
+                                  row("u", 4, 1, None, ["biography"]), row("u", 5, 2, None, ["biography"]),
+                                  row("u", 6, 1, "new")], schema=schema)
+    paths = _write_files(tmp_path / "log", table, [3])
+    expected = assert_parity(spark, table, customer_profile, paths=paths)
+    assert_parity(spark, table, customer_profile)
+    lengths = {(r["customer_id"], r["valid_from"]): r["biography_length"] for r in expected.to_pylist()}
+    at = lambda lsn: datetime.fromtimestamp((T0 + lsn * HOUR) / 1e6, tz=timezone.utc)  # noqa: E731
+    assert lengths[(1, at(4))] == len("kept") and lengths[(2, at(5))] == len("b2"), lengths
+
+
+@settings(max_examples=6, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(rows=engine_properties.change_logs(source=customers, disorder=True, max_steps=10),
+       cuts=st.lists(st.floats(0, 1), max_size=3))
+def test_files_with_and_without_unavailable_match_pandas_and_the_oracle(spark, tmp_path_factory, rows, cuts):
+    """A generated customers log (TOASTed biographies on updates and creates) in lsn order,
+    cut into files, some of which carry _unavailable elements and some not: Spark on the files
+    equals pandas on the whole log, and the oracle at every change point."""
+    rows = sorted(rows, key=lambda r: (r["_lsn"], r["_source_line"]))
+    table = engine_properties.to_table(rows, customers)
+    paths = _write_files(tmp_path_factory.mktemp("files"), table, [int(c * table.num_rows) for c in cuts])
+    actual = assert_parity(spark, table, customer_profile, paths=paths)
+    history = engine_properties.History(actual, customer_profile)
+    found = engine_properties.discrepancies(rows, customer_profile, history,
+                                            engine_properties.change_points(rows, customer_profile, history))
+    assert not found, engine_properties.report(found, rows)

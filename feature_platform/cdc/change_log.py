@@ -32,6 +32,21 @@ from feature_platform.storage import Store
 
 HOUR_FORMAT = "%Y-%m-%dT%H"
 OP_ORDER = {"d": 0, "t": 1, "r": 2, "c": 3, "u": 4}  # a primary-key change's d before its c
+# Rows per Parquet row group of a change-log partition. Spark splits a file into tasks by
+# bytes, but a task reads only the row groups whose middle falls in its split: a file of one
+# row group is read by one task however large it is. 64Ki rows (~2 MB of an orders log) let
+# a local[2] session read a 1M-change log with two tasks; pyarrow reads it as fast.
+ROW_GROUP_ROWS = 65_536
+# Metadata columns whose values (nearly) never repeat: written without a dictionary, which
+# in row groups this small is tried anew in each and only makes them bigger (+27% for the
+# 1M-change orders log) and slower to read.
+NEAR_UNIQUE = ("_lsn", "_commit_time", "_tx_id", "_pk", "_source_line")
+
+
+def parquet_options(schema: pa.Schema) -> dict:
+    """How change-log partitions are written (``pq.write_table`` keywords)."""
+    leaves = [f"{f.name}.list.element" if pa.types.is_list(f.type) else f.name for f in schema]
+    return {"row_group_size": ROW_GROUP_ROWS, "use_dictionary": [name for name in leaves if name not in NEAR_UNIQUE]}
 
 METADATA_FIELDS = [
     pa.field("_op", pa.string(), nullable=False),
@@ -317,7 +332,7 @@ class ChangeLog:
 
     def write(self, start: datetime, built: "BuiltPartition") -> str:
         path = self.partition_path(start)
-        self.offline.write_table(path, built.table)
+        self.offline.write_table(path, built.table, **parquet_options(built.table.schema))
         return path
 
     def read_partitions(self, start: datetime, end: datetime) -> pa.Table:
