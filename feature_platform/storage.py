@@ -19,8 +19,11 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import re
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterator
 
 import pyarrow as pa
@@ -43,6 +46,13 @@ class FileEntry:
     path: str  # relative to the store's root, with '/' separators
     size: int
     mtime_ns: int
+
+
+# A writer killed between writing its temporary file and the rename leaves the temporary
+# behind; readers skip it. Once it is this old no writer is still on it (one file is written
+# in seconds), and ``remove_abandoned_temporaries`` may delete it.
+ABANDONED_AFTER = timedelta(hours=1)
+_OWN_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")  # what _temporary_sibling names, whole
 
 
 def is_temporary_name(name: str) -> bool:
@@ -252,7 +262,35 @@ class Store:
 
     def _temporary_sibling(self, final: str) -> str:
         directory, name = posixpath.split(final)
-        return f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+        return f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"  # _OWN_TEMPORARY matches it
+
+    def remove_abandoned_temporaries(self, prefix: str, older_than: timedelta | None = None) -> list[str]:
+        """Remove the temporary files that killed writers left directly in the folder ``prefix``
+        (only names this class makes, only older than ``older_than``, default
+        ``ABANDONED_AFTER``); the removed paths. Nothing to do on object stores: their writes
+        are single PUTs, with no temporary file.
+
+        One listing of one folder, so callers do it once per run for the folder they write
+        into, not once per file.
+        """
+        if not self.is_local:
+            return []
+        cutoff = time.time() - (older_than if older_than is not None else ABANDONED_AFTER).total_seconds()
+        try:
+            entries = list(os.scandir(self.full_path(prefix)))
+        except FileNotFoundError:
+            return []
+        removed = []
+        for entry in entries:
+            if not _OWN_TEMPORARY.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.remove(entry.path)
+                    removed.append(f"{prefix}/{entry.name}")
+            except FileNotFoundError:
+                pass  # removed meanwhile by another run's sweep
+        return removed
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         final = self.full_path(relative)

@@ -18,10 +18,13 @@ point makes the test deterministic on any machine, and it is inert in real deplo
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from datetime import timedelta
 
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
@@ -97,11 +100,20 @@ def test_kill_9_mid_write_and_mid_sync_then_rerun_is_byte_identical(tmp_path):
             kill_group(process)
         assert partial != expected_redis  # the kill really left Redis half-synced
 
-        # 3. An ordinary re-run: offline byte-identical, Redis the same values.
+        # The killed writer's temporary file is still there: kept while it could have a
+        # writer (younger than an hour), so the re-run below finds it two hours old.
+        assert temporary.exists()
+        two_hours_ago = time.time() - 2 * 3600
+        os.utime(temporary, (two_hours_ago, two_hours_ago))
+
+        # 3. An ordinary re-run: offline byte-identical, Redis the same values, and the
+        #    abandoned temporary file removed.
         again = run_cli(cli_environment(data, crashed, SHARED_REDIS), *MATERIALIZE)
         assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-4000:]
         assert offline_snapshot(crash_root) == expected_offline
         assert redis_snapshot(SHARED_REDIS, crashed) == expected_redis
+        assert not temporary.exists()
+        assert not list((crash_root / "features" / "customer_orders").glob(".*.tmp"))
     finally:
         drop_redis_project(SHARED_REDIS, reference)
         drop_redis_project(SHARED_REDIS, crashed)
@@ -130,3 +142,33 @@ def readers_see_no_partial_partition(root, temporary) -> None:
     dataset = ds.dataset(str(folder), format="parquet")  # ignores '.'/'_' names by default
     assert temporary.name not in {f.rsplit('/', 1)[-1] for f in dataset.files}
     assert dataset.to_table().num_rows == rows.num_rows
+
+
+def test_only_our_own_abandoned_temporaries_older_than_an_hour_are_removed(tmp_path):
+    """The sweep removes what a killed writer of this store left, and nothing else: not a
+    temporary file a live writer may still be writing (younger than an hour), not another
+    tool's hidden or temporary files, not the published files, not other folders."""
+    store = Store(str(tmp_path))
+    store.write_table("features/v/2026-01-01T00.parquet", pa.table({"a": [1]}))
+    store.write_table("features/w/2026-01-01T00.parquet", pa.table({"a": [1]}))
+    folder, other = tmp_path / "features" / "v", tmp_path / "features" / "w"
+    abandoned = folder / f".2026-01-01T01.parquet.{uuid.uuid4().hex}.tmp"
+    being_written = folder / f".2026-01-01T02.parquet.{uuid.uuid4().hex}.tmp"
+    not_ours = [folder / ".keep", folder / "notes.tmp", folder / ".x.parquet.not-a-uuid.tmp",
+                folder / f"visible.{uuid.uuid4().hex}.tmp"]
+    elsewhere = other / f".2026-01-01T01.parquet.{uuid.uuid4().hex}.tmp"
+    two_hours_ago = time.time() - 2 * 3600
+    for path in [abandoned, being_written, *not_ours, elsewhere]:
+        path.write_bytes(b"partial")
+        if path is not being_written:
+            os.utime(path, (two_hours_ago, two_hours_ago))
+
+    assert store.remove_abandoned_temporaries("features/v") == [f"features/v/{abandoned.name}"]
+    assert not abandoned.exists()
+    assert being_written.exists() and elsewhere.exists() and all(path.exists() for path in not_ours)
+    assert (folder / "2026-01-01T00.parquet").exists()
+    assert store.remove_abandoned_temporaries("features/v") == []  # nothing left to remove
+    assert store.remove_abandoned_temporaries("features/none") == []  # a folder not written yet
+    # A live writer's file goes too once it is old enough for the caller's limit.
+    assert store.remove_abandoned_temporaries("features/v", older_than=timedelta(0)) == [
+        f"features/v/{being_written.name}"]

@@ -146,6 +146,9 @@ def build_change_log_asset(table: SourceTable, partitions_def: dg.PartitionsDefi
         first_partition_start = partitions_def.get_first_partition_window().start
         reasons: list[str] = []
         accounts: dict[str, BatchAccount] = {}
+        # Temporary files an earlier run left when it was killed mid-write (readers skip them).
+        for abandoned in log.offline.remove_abandoned_temporaries(log.partition_prefix):
+            context.log.info(f"removed {abandoned}, a temporary file left by a killed run")
         for hour in hours_between(window.start, window.end):
             built = log.build(hour, hour + timedelta(hours=1), is_first_partition=hour == first_partition_start)
             path = log.write(hour, built)

@@ -115,6 +115,8 @@ def materialize_view(view: FeatureView, offline: OfflineFeatureStore, change_log
     emit = HistoryRange(None if window_start <= first_partition else to_micros(window_start), to_micros(known_until))
     history = compute(changes, view, emit)
     valid_from = history.column("valid_from")
+    # Temporary files an earlier run left when it was killed mid-write (readers skip them).
+    abandoned = offline.store.remove_abandoned_temporaries(offline.prefix(view))
     written, rows_written = [], 0
     for hour in hours_between(window_start, window_end):
         if hour >= known_until:
@@ -136,6 +138,7 @@ def materialize_view(view: FeatureView, offline: OfflineFeatureStore, change_log
             "as_of": known_until.isoformat(),
             "engine": view.engine,
             "partitions_written": len(written),
+            "abandoned_temporaries_removed": len(abandoned),
             **{key: dg.MetadataValue.float(value) for key, value in feature_statistics(history, view).items()},
         },
     }
